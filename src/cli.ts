@@ -1,0 +1,89 @@
+// Command line: `p2pcluster start`, `p2pcluster account add <email> [--password <pw>] [--level <n>]`.
+
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, renderDefaultConf } from './config/load.ts';
+import { openStore, resolveConfig, startServer } from './main.ts';
+import { StoreError } from './store/store.ts';
+
+const USAGE = `usage:
+  p2pcluster start [--config <Server.conf>]
+  p2pcluster account add <email> [--password <pw>] [--level <1..4>] [--config <Server.conf>]
+  p2pcluster config [--out <file>]      print (or write) a Server.conf with every key and its default`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string' },
+      password: { type: 'string' },
+      level: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, sub, arg] = positionals;
+  if (values.help || command === undefined) {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const opts = { configFile: values.config, env: process.env };
+  switch (command) {
+    case 'start': {
+      const server = await startServer({ ...opts, banner: true });
+      let stopping = false;
+      const shutdown = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        server.log.info({ signal }, 'shutting down');
+        server.stop().then(
+          () => process.exit(0),
+          (err) => {
+            server.log.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      return -1; // keep running
+    }
+    case 'account': {
+      if (sub !== 'add' || arg === undefined) break;
+      const config = resolveConfig(opts);
+      const level = values.level === undefined ? config.USER.DEFAULT_LEVEL : Number(values.level);
+      if (!Number.isInteger(level) || level < 1 || level > 4) {
+        process.stderr.write('--level must be 1, 2, 3 or 4\n');
+        return 2;
+      }
+      const store = openStore(config);
+      try {
+        const acct = store.createAccount(arg, values.password ?? null, level);
+        process.stdout.write(`account ${acct.email} created (level ${acct.level}); its KEY:\n${acct.key}\n`);
+        return 0;
+      } finally {
+        store.close();
+      }
+    }
+    case 'config': {
+      const text = renderDefaultConf();
+      if (values.out) writeFileSync(values.out, text);
+      else process.stdout.write(text);
+      return 0;
+    }
+  }
+  process.stderr.write(`${USAGE}\n`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof StoreError) process.stderr.write(`p2pcluster: ${err.message}\n`);
+    else process.stderr.write(`p2pcluster: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,145 @@
+// Every configuration key of P2Pcluster, its type, default, bounds and meaning (PROTOCOL.md §10).
+// `config/Server.conf` documents the same keys; a test keeps the two in step.
+
+export type KeyType = 'int' | 'number' | 'bool' | 'string' | 'levels';
+
+export interface KeyDef {
+  readonly type: KeyType;
+  readonly def: number | boolean | string | readonly number[];
+  readonly min?: number;
+  readonly max?: number;
+  readonly doc: string;
+}
+
+const levels = (a: number, b: number, c: number, d: number): readonly number[] => Object.freeze([a, b, c, d]);
+
+/** Connection slots per shard are addressed with 17 bits (see src/routing/handle.ts). */
+export const MAX_SLOTS_PER_SHARD = 1 << 17;
+/** Shard index is addressed with 6 bits. */
+export const MAX_WORKERS = 64;
+
+export const SCHEMA = {
+  PServer: {
+    ServerPort: { type: 'int', def: 8080, min: 0, max: 65535, doc: 'device TCP port (0 = pick a free port)' },
+    HOST: { type: 'string', def: '', doc: 'address to bind the device port to (empty = all interfaces)' },
+    MAXLOAD: {
+      type: 'int',
+      def: 100000,
+      min: 1,
+      max: MAX_SLOTS_PER_SHARD,
+      doc: 'concurrent device connections; excess gets [FAIL:SERVER_FULL]',
+    },
+    VELOCITY: {
+      type: 'int',
+      def: 600000,
+      min: 0,
+      doc: 'new connections accepted per minute across all shards (0 = unlimited)',
+    },
+    WORKERS: { type: 'int', def: 0, min: 0, max: MAX_WORKERS, doc: 'shard worker threads (0 = number of cores)' },
+    DNS: { type: 'string', def: '', doc: 'public host name of this server, used in links sent to users' },
+    LINK_MAX_BYTES: {
+      type: 'int',
+      def: 16 * 1024 * 1024,
+      min: 65536,
+      doc: 'bytes in flight from one shard to another before senders are paused',
+    },
+  },
+  NODE: {
+    WAIT_FOR_CMD: {
+      type: 'number',
+      def: 60,
+      min: 0.01,
+      doc: 'seconds a new connection has to send its first command',
+    },
+    COM_CHK: {
+      type: 'number',
+      def: 300,
+      min: 0.01,
+      doc: 'liveness tick in seconds: silent connections get [SYNC:...]; unregistered ones are closed at the 2nd tick',
+    },
+    DATA_CACHE: { type: 'int', def: 5, min: 0, max: 1000, doc: 'payloads remembered per connection for RETDATA' },
+    LINE_IDLE_MS: {
+      type: 'int',
+      def: 150,
+      min: 0,
+      max: 60000,
+      doc: 'an unterminated line is taken as a command after this much silence (0 = never)',
+    },
+    MAX_LINE: { type: 'int', def: 4096, min: 64, max: 16 * 1024 * 1024, doc: 'longest command line in bytes' },
+    MAX_ID: { type: 'int', def: 64, min: 1, max: 1024, doc: 'longest device ID' },
+    MAX_FANOUT: { type: 'int', def: 100000, min: 1, doc: 'largest group one push may address' },
+    MAX_OUTBUF: {
+      type: 'int',
+      def: 8 * 1024 * 1024,
+      min: 1024,
+      doc: 'bytes queued towards one device before pushes to it fail with [FAIL:REM_LINK]',
+    },
+    WRITE_DEADLINE: {
+      type: 'number',
+      def: 10,
+      min: 0.01,
+      doc: 'seconds a device may stay over MAX_OUTBUF before it is disconnected as a slow consumer',
+    },
+    PUSH_RATE: {
+      type: 'int',
+      def: 0,
+      min: 0,
+      doc: 'pushes per second per account on each shard (0 = unlimited); excess gets [FAIL:RATE_LIMIT]',
+    },
+  },
+  USER: {
+    '1TREE': { type: 'levels', def: levels(1, 1, 1, 1), doc: 'tree allowed (1) or not (0), per plan level 1..4' },
+    '2NODEPERTREE': { type: 'levels', def: levels(10, 100, 10000, 1000000), doc: 'tree nodes per account' },
+    '4HOLDPUSH': { type: 'levels', def: levels(0, 0, 1, 1), doc: 'pushes to offline devices are held (1) or not' },
+    '5HOLDBUFFER': { type: 'levels', def: levels(0, 0, 100, 1000), doc: 'held messages per device' },
+    '6MAILPUSH': { type: 'levels', def: levels(0, 1, 1, 1), doc: 'e-mail allowed (1) or not' },
+    '7SMSPUSH': { type: 'levels', def: levels(0, 0, 1, 1), doc: 'SMS allowed (1) or not' },
+    '10MAXNODE': {
+      type: 'levels',
+      def: levels(10, 100, 10000, 1000000),
+      doc: 'devices registered at once per account; past it [FAIL:QUOTA]',
+    },
+    DEFAULT_LEVEL: { type: 'int', def: 4, min: 1, max: 4, doc: 'plan level of accounts an operator creates' },
+    SIGNUP_LEVEL: { type: 'int', def: 1, min: 1, max: 4, doc: 'plan level of self-service sign-ups' },
+  },
+  EMAIL: {
+    mail_smtp_host: { type: 'string', def: '', doc: 'SMTP host (empty = mail disabled)' },
+    mail_smtp_port: { type: 'int', def: 587, min: 1, max: 65535, doc: 'SMTP port' },
+    mail_smtp_auth: { type: 'bool', def: true, doc: 'authenticate to the SMTP server' },
+    mail_transport_protocol: { type: 'string', def: 'smtp', doc: 'smtp or smtps' },
+    USERNAME: { type: 'string', def: '', doc: 'SMTP user name' },
+    PASSWORD: { type: 'string', def: '', doc: 'SMTP password' },
+  },
+  STORE: {
+    PATH: { type: 'string', def: './data', doc: 'folder of the embedded store (SQLite)' },
+  },
+  LOG: {
+    LEVEL: { type: 'string', def: 'info', doc: 'fatal, error, warn, info, debug, trace or silent' },
+  },
+} as const satisfies Record<string, Record<string, KeyDef>>;
+
+export type Schema = typeof SCHEMA;
+export type BlockName = keyof Schema;
+
+type ValueOf<D> = D extends { type: 'int' | 'number' }
+  ? number
+  : D extends { type: 'bool' }
+    ? boolean
+    : D extends { type: 'levels' }
+      ? readonly number[]
+      : string;
+
+export type Config = {
+  readonly [B in BlockName]: { readonly [K in keyof Schema[B]]: ValueOf<Schema[B][K]> };
+};
+
+/** A partial configuration, as tests and the CLI pass overrides. */
+export type ConfigOverrides = {
+  [B in BlockName]?: { [K in keyof Schema[B]]?: ValueOf<Schema[B][K]> };
+};
+
+/** Plan-level lookup: levels are 1..4. */
+export function planValue(list: readonly number[], level: number): number {
+  const i = Math.min(Math.max(level, 1), list.length) - 1;
+  return list[i] ?? 0;
+}

@@ -1,0 +1,89 @@
+// Process-level start-up: config, logger, store, demo account, supervisor and signals.
+
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { loadConfig } from './config/load.ts';
+import type { Config, ConfigOverrides } from './config/schema.ts';
+import { createLogger } from './log.ts';
+import { SqliteStore } from './store/sqlite.ts';
+import type { Store } from './store/store.ts';
+import { Supervisor } from './supervisor/supervisor.ts';
+
+export const DEFAULT_CONF = fileURLToPath(new URL('../config/Server.conf', import.meta.url));
+export const DEMO_EMAIL = 'demo@p2pcluster.local';
+
+export interface StartOptions {
+  /** Explicit Server.conf (else config/Server.conf of the package, if present). */
+  configFile?: string | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+  overrides?: ConfigOverrides | undefined;
+  /** Print the first-start banner with the demo KEY (the CLI does; tests do not). */
+  banner?: boolean;
+}
+
+export interface RunningServer {
+  readonly config: Config;
+  readonly port: number;
+  readonly supervisor: Supervisor;
+  readonly store: Store;
+  readonly log: Logger;
+  stop(): Promise<void>;
+}
+
+export function resolveConfig(opts: StartOptions): Config {
+  return loadConfig({ file: opts.configFile, defaultFile: DEFAULT_CONF, env: opts.env, overrides: opts.overrides });
+}
+
+export function openStore(config: Config): Store {
+  return new SqliteStore(config.STORE.PATH);
+}
+
+export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
+  const config = resolveConfig(opts);
+  const log = createLogger(config.LOG.LEVEL, { role: 'supervisor' });
+  const store = openStore(config);
+  if (store.countAccounts() === 0) {
+    const demo = store.createAccount(DEMO_EMAIL, null, config.USER.DEFAULT_LEVEL);
+    log.info({ email: DEMO_EMAIL }, 'empty store: created the demo account');
+    if (opts.banner) printBanner(demo.key, config);
+  }
+  const workers = config.PServer.WORKERS || availableParallelism();
+  const supervisor = new Supervisor(config, store, log, workers);
+  try {
+    await supervisor.start();
+  } catch (err) {
+    await supervisor.stop();
+    store.close();
+    throw err;
+  }
+  let stopped: Promise<void> | null = null;
+  return {
+    config,
+    port: supervisor.port,
+    supervisor,
+    store,
+    log,
+    stop() {
+      stopped ??= supervisor.stop().then(() => store.close());
+      return stopped;
+    },
+  };
+}
+
+/** First start only: a human-readable hint on stdout (not a log line: logs never carry KEYs). */
+function printBanner(key: string, config: Config): void {
+  const port = config.PServer.ServerPort;
+  process.stdout.write(
+    [
+      '',
+      `P2Pcluster: created the demo account ${DEMO_EMAIL}`,
+      `  KEY ${key}`,
+      `Try it in two terminals:`,
+      `  nc localhost ${port}     then type   TCP:ID:${key}:123`,
+      `  nc localhost ${port}     then type   TCP:ID:${key}:1234`,
+      `  and in the first one:                TCP:PUSH:${key}:RID:1234:Hello1234`,
+      '',
+    ].join('\n') + '\n',
+  );
+}

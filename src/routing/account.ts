@@ -1,0 +1,61 @@
+// An account as a shard sees it (PROTOCOL.md §3): its KEY, plan level, owning shard and the
+// directory of its registered IDs (ID -> handle). Every shard keeps a replica of every directory;
+// the owning shard's copy is the authority, changed only by registrations it decides.
+
+export class Account {
+  readonly id: number;
+  /** Canonical (upper-case) KEY, or null while unknown on this shard. */
+  key: string | null = null;
+  level = 1;
+  /** ID -> handle of the connection registered under it. */
+  readonly devices = new Map<string, number>();
+  /** Token bucket for NODE.PUSH_RATE. */
+  tokens = 0;
+  tokensAt = 0;
+
+  constructor(id: number) {
+    this.id = id;
+  }
+}
+
+/** The shard that decides ID ownership for an account. */
+export function ownerShard(accountId: number, shards: number): number {
+  return accountId % shards;
+}
+
+/** Accounts known to one shard, by id and by KEY. */
+export class AccountTable {
+  private readonly byId = new Map<number, Account>();
+  private readonly byKey = new Map<string, Account>();
+
+  get(id: number): Account {
+    let a = this.byId.get(id);
+    if (a === undefined) {
+      a = new Account(id);
+      this.byId.set(id, a);
+    }
+    return a;
+  }
+
+  find(id: number): Account | undefined {
+    return this.byId.get(id);
+  }
+
+  byKeyLookup(key: string): Account | undefined {
+    return this.byKey.get(key);
+  }
+
+  /** Records (or changes) an account's KEY and level; a null key forgets the account's key. */
+  setKey(id: number, key: string | null, level: number): Account {
+    const a = this.get(id);
+    if (a.key !== null && a.key !== key) this.byKey.delete(a.key);
+    a.key = key;
+    a.level = level;
+    if (key !== null) this.byKey.set(key, a);
+    return a;
+  }
+
+  values(): IterableIterator<Account> {
+    return this.byId.values();
+  }
+}

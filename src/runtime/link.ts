@@ -1,0 +1,117 @@
+// A batching, msgpackr-encoded, flow-controlled channel over one MessagePort.
+//
+// Producers append flat op fields to `ops` during an event-loop turn; `flush()` encodes them as one
+// msgpackr buffer, transfers it (no second copy) and counts its bytes as in flight. The receiver
+// returns CREDIT for what it processed; `congested` says the in-flight bytes passed the limit, so
+// the caller stops reading sockets that feed this link until `onDecongest` fires. A MessagePort has
+// no backpressure of its own: this is it.
+
+import type { MessagePort } from 'node:worker_threads';
+import { Packr, Unpackr } from 'msgpackr';
+import { OP, type PortMessage } from './messages.ts';
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+export function encodeBatch(ops: unknown[]): Uint8Array {
+  const packed = packr.pack(ops);
+  const out = new Uint8Array(packed.length);
+  out.set(packed);
+  return out;
+}
+
+export function decodeBatch(bytes: Uint8Array): unknown[] {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return unpackr.unpack(buf) as unknown[];
+}
+
+export type BatchHandler = (ops: unknown[], from: PortLink) => void;
+export type PortHandler = (msg: PortMessage, from: PortLink) => void;
+
+export class PortLink {
+  /** Index of the thread at the other end (-1 = supervisor). */
+  readonly peer: number;
+  readonly port: MessagePort;
+  /** Fields of ops to send this turn. */
+  ops: unknown[] = [];
+  /** Bytes sent and not yet credited by the receiver. */
+  inflight = 0;
+  /** Bytes received and processed, not yet credited back. */
+  private owed = 0;
+  private readonly limit: number;
+  private closed = false;
+  /** Called when in-flight bytes fall back under half the limit after congestion. */
+  onDecongest: (() => void) | null = null;
+  private wasCongested = false;
+  /** DIR_* messages sent to the peer, and how many it has applied (see shard ownership). */
+  dirSent = 0;
+  dirAcked = 0;
+  /** DIR_* messages received from the peer and applied. */
+  dirApplied = 0;
+  dirAckDue = false;
+
+  constructor(peer: number, port: MessagePort, limit: number, onBatch: BatchHandler, onPort?: PortHandler) {
+    this.peer = peer;
+    this.port = port;
+    this.limit = limit;
+    port.on('message', (msg: unknown) => {
+      if (msg instanceof Uint8Array) {
+        const ops = decodeBatch(msg);
+        // Flow-control-only batches (they start with CREDIT or DIR_ACK) are not credited back.
+        if (ops[0] !== OP.CREDIT && ops[0] !== OP.DIR_ACK) this.owed += msg.byteLength;
+        onBatch(ops, this);
+      } else if (onPort) onPort(msg as PortMessage, this);
+    });
+  }
+
+  get congested(): boolean {
+    return this.inflight > this.limit;
+  }
+
+  get pending(): boolean {
+    return this.ops.length > 0 || this.owed > 0 || this.dirAckDue;
+  }
+
+  /** Receiver side: the peer credited `bytes`. */
+  credit(bytes: number): void {
+    this.inflight -= bytes;
+    if (this.inflight < 0) this.inflight = 0;
+    if (this.wasCongested && this.inflight <= this.limit / 2) {
+      this.wasCongested = false;
+      this.onDecongest?.();
+    }
+  }
+
+  /** Marks the link congested (the caller paused a producer). */
+  noteCongested(): void {
+    this.wasCongested = true;
+  }
+
+  /** Encodes and posts everything queued this turn, with CREDIT and DIR_ACK piggybacked. */
+  flush(): void {
+    if (this.closed) {
+      this.ops.length = 0;
+      return;
+    }
+    const counted = this.ops.length > 0;
+    if (this.owed > 0) {
+      this.ops.push(OP.CREDIT, this.owed);
+      this.owed = 0;
+    }
+    if (this.dirAckDue) {
+      this.ops.push(OP.DIR_ACK, this.dirApplied);
+      this.dirAckDue = false;
+    }
+    if (this.ops.length === 0) return;
+    const bytes = encodeBatch(this.ops);
+    this.ops = [];
+    if (counted) this.inflight += bytes.byteLength;
+    this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.ops.length = 0;
+    this.port.close();
+  }
+}

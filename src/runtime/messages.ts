@@ -1,0 +1,108 @@
+// Every cross-thread message type, in one place.
+//
+// Messages travel in batches: one msgpackr-encoded flat array per port per event-loop turn,
+// [op, ...fields, op, ...fields, ...]. Flat arrays keep the hot path free of per-message objects;
+// the tuple types below document each op's fields in order. Errors cross as FailCode strings.
+// MessagePorts themselves (which msgpackr cannot carry) travel in PortMessage objects.
+
+import type { MessagePort } from 'node:worker_threads';
+import type { FailCode } from '../protocol/codes.ts';
+
+export const OP = {
+  // shard -> shard
+  /** One delivery: the target handle and the payload. */
+  DELIVER: 1,
+  /** One payload to several handles on the receiving shard. */
+  DELIVER_MANY: 2,
+  /** Registration request to the account's owner shard. */
+  REG: 3,
+  /** Owner's answer to REG: '' for success or a FailCode. */
+  REG_RESULT: 4,
+  /** A registration ended (close or REMID); sent to the owner shard. */
+  UNREG: 5,
+  /** Owner -> every shard: directory entry set. */
+  DIR_SET: 6,
+  /** Owner -> every shard: directory entry removed (if it still names that handle). */
+  DIR_DEL: 7,
+  /** Cumulative count of DIR_* messages applied from the receiving shard. */
+  DIR_ACK: 8,
+  /** Close the connection behind a handle (its ID was taken over). */
+  KICK: 9,
+  /** Bytes of batches processed, returned to the sender for link flow control. */
+  CREDIT: 10,
+  /** Live registrations of the sending shard, sent to a restarted shard. */
+  SNAPSHOT: 11,
+
+  // shard -> supervisor
+  /** The shard listens and is ready. */
+  READY: 20,
+  /** Resolve a KEY to an account. */
+  KEY_LOOKUP: 21,
+
+  // supervisor -> shard
+  /** Answer to KEY_LOOKUP: account id (0 = none), canonical key, plan level. */
+  KEY_RESULT: 30,
+  /** An account's KEY or level changed, or the account was deleted (key ''). */
+  ACCOUNT_UPDATE: 31,
+  /** A peer shard died: forget its connections. */
+  PEER_DOWN: 32,
+  /** Stop accepting, close connections, then report STOPPED. */
+  SHUTDOWN: 33,
+  /** Test hook: throw inside the shard's event loop. */
+  CRASH: 34,
+  /** Shard -> supervisor: shutdown finished. */
+  STOPPED: 35,
+} as const;
+
+export type Op = (typeof OP)[keyof typeof OP];
+
+/** Field layouts, in wire order (documentation and type checks for encoders). */
+export type Message =
+  | [op: typeof OP.DELIVER, handle: number, data: string]
+  | [op: typeof OP.DELIVER_MANY, data: string, count: number, ...handles: number[]]
+  | [op: typeof OP.REG, req: number, account: number, id: string, handle: number]
+  | [op: typeof OP.REG_RESULT, req: number, result: FailCode | '']
+  | [op: typeof OP.UNREG, account: number, id: string, handle: number]
+  | [op: typeof OP.DIR_SET, account: number, id: string, handle: number]
+  | [op: typeof OP.DIR_DEL, account: number, id: string, handle: number]
+  | [op: typeof OP.DIR_ACK, count: number]
+  | [op: typeof OP.KICK, handle: number]
+  | [op: typeof OP.CREDIT, bytes: number]
+  | [op: typeof OP.SNAPSHOT, count: number, ...entries: (number | string)[]]
+  | [op: typeof OP.READY, shard: number]
+  | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
+  | [op: typeof OP.KEY_RESULT, req: number, account: number, key: string, level: number]
+  | [op: typeof OP.ACCOUNT_UPDATE, account: number, key: string, level: number]
+  | [op: typeof OP.PEER_DOWN, shard: number]
+  | [op: typeof OP.SHUTDOWN]
+  | [op: typeof OP.CRASH]
+  | [op: typeof OP.STOPPED];
+
+/** Messages that carry a MessagePort (not msgpackr-encodable). */
+export interface PortMessage {
+  kind: 'peer-port';
+  /** Index of the shard at the other end of the port. */
+  peer: number;
+  port: MessagePort;
+}
+
+/** What a shard worker receives as workerData. */
+export interface ShardInit {
+  index: number;
+  shards: number;
+  port: number;
+  config: import('../config/schema.ts').Config;
+  /** One status table per shard (SharedArrayBuffer-backed). */
+  status: SharedArrayBuffer[];
+  /** Global counters, see COUNTER_*. */
+  counters: SharedArrayBuffer;
+  /** Port to the supervisor. */
+  control: MessagePort;
+  /** Ports to the other shards, index = peer shard (undefined for itself). */
+  peers: (MessagePort | undefined)[];
+}
+
+/** Int32 indexes into the shared counters: velocity minute, connections in it, then open connections per shard. */
+export const COUNTER_MINUTE = 0;
+export const COUNTER_IN_MINUTE = 1;
+export const COUNTER_OPEN = 2;

@@ -1,0 +1,56 @@
+// One device connection, owned end to end by the shard that accepted its socket.
+// Kept small: an idle registered connection must cost little more than its socket (issue 2: ≤ 6 KB).
+
+import type { Socket } from 'node:net';
+import type { FramerState } from '../protocol/framer.ts';
+import type { Account } from '../routing/account.ts';
+
+/** Why a socket is paused; reading resumes when no reason is left. */
+export const PAUSE = { BLOCKED: 1, LINK: 2, OUTPUT: 4 } as const;
+
+export class Connection implements FramerState {
+  pending = '';
+  discarding = false;
+  readonly socket: Socket;
+  readonly slot: number;
+  /** Handle of the current registration, 0 when the connection holds no ID. */
+  handle = 0;
+  /** Handle of a registration the owner shard is still deciding. */
+  pendingHandle = 0;
+  id: string | null = null;
+  account: Account | null = null;
+  /** Output queued this turn (latin1 text) and its length. */
+  out = '';
+  outBytes = 0;
+  queued = false;
+  /** Waiting for another thread (registration, KEY lookup): lines are not executed meanwhile. */
+  blocked = false;
+  /** The line to run again once a KEY lookup completes, and the KEY that lookup missed. */
+  retryLine: string | null = null;
+  missedKey: string | null = null;
+  pauses = 0;
+  commanded = false;
+  closed = false;
+  readonly connectedAt: number;
+  lastRx: number;
+  nextTick: number;
+  ticks = 0;
+  silentTicks = 0;
+  rxSinceTick = false;
+  stale = false;
+  /** Since when the output has been over NODE.MAX_OUTBUF (0 = not over). */
+  fullSince = 0;
+  idleListed = false;
+  /** RETDATA ring (allocated on first push), next write index, entries added in the current chunk. */
+  cache: string[] | null = null;
+  cacheNext = 0;
+  cacheFresh = 0;
+
+  constructor(socket: Socket, slot: number, now: number, tickMs: number) {
+    this.socket = socket;
+    this.slot = slot;
+    this.connectedAt = now;
+    this.lastRx = now;
+    this.nextTick = now + tickMs;
+  }
+}

@@ -1,0 +1,848 @@
+// The shard actor: listens on the device port with reusePort, owns the sockets the kernel gives it,
+// frames and executes their commands, owns ID decisions for the accounts it is owner of, and talks
+// to the other shards and the supervisor only through batched, msgpackr-encoded PortLinks.
+// Constructed with plain ports and shared tables, so tests can run it in-process over MessageChannels.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
+import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
+import { isKeyShaped } from '../protocol/ids.ts';
+import { isHttpStart, ParsedCommand } from '../protocol/parser.ts';
+import { ok, syncLine } from '../protocol/replies.ts';
+import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
+import {
+  beginRegistration,
+  clearFlag,
+  endRegistration,
+  FULL,
+  STALE,
+  type StatusTables,
+  setFlag,
+  shardOf,
+  slotOf,
+} from '../routing/handle.ts';
+import { PortLink } from '../runtime/link.ts';
+import {
+  COUNTER_IN_MINUTE,
+  COUNTER_MINUTE,
+  COUNTER_OPEN,
+  OP,
+  type PortMessage,
+  type ShardInit,
+} from '../runtime/messages.ts';
+import { executeCommand } from './commands.ts';
+import { Connection, PAUSE } from './connection.ts';
+import { type OwnerHost, Ownership } from './ownership.ts';
+
+const HTTP_NOT_YET =
+  'HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n' +
+  'The operator HTTP API is served on the HTTP port.';
+
+interface PendingRegistration {
+  conn: Connection;
+  account: Account;
+  id: string;
+  handle: number;
+  level: number;
+}
+
+export class ShardActor implements LineSink<Connection>, OwnerHost {
+  readonly index: number;
+  readonly shards: number;
+  readonly config: Config;
+  readonly log: Logger;
+  readonly status: StatusTables;
+  readonly table: Int32Array;
+  readonly maxNode: readonly number[];
+  readonly accounts = new AccountTable();
+  readonly links: (PortLink | undefined)[];
+  readonly ownership: Ownership;
+  /** Reusable parse result: one per shard, never per message. */
+  readonly cmd = new ParsedCommand();
+
+  private readonly devicePort: number;
+  private readonly counters: Int32Array;
+  private readonly control: PortLink;
+  private server: Server | null = null;
+  readonly conns: (Connection | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  private dirty: Connection[] = [];
+  private flushScheduled = false;
+  private readonly idle = new Set<Connection>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private reqSeq = 0;
+  private readonly pendingRegs = new Map<number, PendingRegistration>();
+  /** Registrations waiting for their owner shard to come back. */
+  private readonly parkedRegs: number[] = [];
+  private readonly keyWaits = new Map<number, Connection>();
+  private readonly linkPaused = new Set<Connection>();
+  private stopping = false;
+  /** Scratch lists of handles per shard for group deliveries. */
+  readonly scratch: number[][];
+
+  readonly maxLine: number;
+  readonly maxOut: number;
+  private readonly tickMs: number;
+  private readonly waitMs: number;
+  private readonly idleMs: number;
+  private readonly deadlineMs: number;
+
+  constructor(init: ShardInit, log: Logger) {
+    this.index = init.index;
+    this.shards = init.shards;
+    this.config = init.config;
+    this.log = log;
+    this.devicePort = init.port;
+    this.status = init.status.map((b) => new Int32Array(b));
+    this.table = this.status[this.index]!;
+    this.counters = new Int32Array(init.counters);
+    this.maxNode = init.config.USER['10MAXNODE'];
+    const node = init.config.NODE;
+    this.maxLine = node.MAX_LINE;
+    this.maxOut = node.MAX_OUTBUF;
+    this.tickMs = node.COM_CHK * 1000;
+    this.waitMs = node.WAIT_FOR_CMD * 1000;
+    this.idleMs = node.LINE_IDLE_MS;
+    this.deadlineMs = node.WRITE_DEADLINE * 1000;
+    this.scratch = Array.from({ length: this.shards }, () => []);
+    this.links = new Array(this.shards).fill(undefined);
+    this.ownership = new Ownership(this);
+    for (let p = 0; p < this.shards; p++) {
+      const port = init.peers[p];
+      if (port !== undefined && p !== this.index) this.attachPeer(p, port);
+    }
+    this.control = new PortLink(
+      -1,
+      init.control,
+      Number.MAX_SAFE_INTEGER,
+      (ops) => this.onControl(ops),
+      (msg) => this.onPortMessage(msg),
+    );
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(): Promise<void> {
+    const server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: this.tickMs });
+    this.server = server;
+    server.on('connection', (socket) => this.onConnection(socket));
+    server.on('error', (err) => this.log.error({ err }, 'device listener error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      const host = this.config.PServer.HOST;
+      server.listen(
+        { port: this.devicePort, host: host === '' ? undefined : host, reusePort: true, backlog: 4096 },
+        () => {
+          server.off('error', reject);
+          resolve();
+        },
+      );
+    });
+    const sweepMs = Math.max(10, Math.min(1000, this.tickMs / 4, this.waitMs / 4, this.deadlineMs / 4));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+    this.control.ops.push(OP.READY, this.index);
+    this.scheduleFlush();
+    this.log.debug({ port: this.devicePort }, 'shard listening');
+  }
+
+  /** Stops accepting, closes every connection after flushing, and resolves when done. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve();
+    this.flush();
+    for (const conn of this.conns) if (conn !== undefined) conn.socket.end();
+    const grace = setTimeout(() => {
+      for (const conn of this.conns) if (conn !== undefined) conn.socket.destroy();
+    }, 500);
+    await closed;
+    clearTimeout(grace);
+    for (const link of this.links) link?.close();
+  }
+
+  // ---------------------------------------------------------------- connections
+
+  private onConnection(socket: Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    if (this.openConnections() >= this.config.PServer.MAXLOAD) {
+      socket.on('error', noop);
+      socket.end(FAIL_LINE.SERVER_FULL);
+      return;
+    }
+    if (!this.velocityAllows()) {
+      socket.on('error', noop);
+      socket.end(FAIL_LINE.RATE_LIMIT);
+      return;
+    }
+    Atomics.add(this.counters, COUNTER_OPEN + this.index, 1);
+    const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.conns.length;
+    const conn = new Connection(socket, slot, Date.now(), this.tickMs);
+    this.conns[slot] = conn;
+    socket.on('data', (buf: Buffer) => this.onData(conn, buf));
+    socket.on('close', () => this.onClose(conn));
+    socket.on('error', noop);
+  }
+
+  /** PServer.VELOCITY: new connections per minute across all shards (fixed one-minute windows). */
+  private velocityAllows(): boolean {
+    const limit = this.config.PServer.VELOCITY;
+    if (limit === 0) return true;
+    const minute = Math.floor(Date.now() / 60000) & 0x7fffffff;
+    const c = this.counters;
+    const seen = Atomics.load(c, COUNTER_MINUTE);
+    if (seen !== minute && Atomics.compareExchange(c, COUNTER_MINUTE, seen, minute) === seen) {
+      Atomics.store(c, COUNTER_IN_MINUTE, 0);
+    }
+    return Atomics.add(c, COUNTER_IN_MINUTE, 1) < limit;
+  }
+
+  /** Open device connections across all shards (each shard counts its own). */
+  private openConnections(): number {
+    let n = 0;
+    for (let i = 0; i < this.shards; i++) n += Atomics.load(this.counters, COUNTER_OPEN + i);
+    return n;
+  }
+
+  private onData(conn: Connection, buf: Buffer): void {
+    const now = Date.now();
+    conn.lastRx = now;
+    conn.rxSinceTick = true;
+    conn.silentTicks = 0;
+    if (conn.stale) {
+      conn.stale = false;
+      if (conn.handle !== 0) clearFlag(this.table, conn.slot, STALE);
+    }
+    const chunk = buf.toString('latin1');
+    if (!conn.commanded && conn.pending.length === 0 && isHttpStart(chunk)) {
+      conn.commanded = true;
+      conn.socket.end(HTTP_NOT_YET);
+      return;
+    }
+    if (conn.blocked) {
+      conn.pending += chunk;
+      return;
+    }
+    frameLines(conn, chunk, this.maxLine, this);
+    this.afterInput(conn);
+  }
+
+  /** Per-chunk bookkeeping after framing: RETDATA copies, idle-flush tracking. */
+  private afterInput(conn: Connection): void {
+    if (conn.cacheFresh > 0) this.detachCache(conn);
+    const waiting = conn.pending.length > 0 && !conn.blocked && this.idleMs > 0;
+    if (waiting && !conn.idleListed) {
+      conn.idleListed = true;
+      this.idle.add(conn);
+      if (this.idleTimer === null) this.idleTimer = setInterval(() => this.idleSweep(), Math.max(5, this.idleMs / 4));
+    } else if (!waiting && conn.idleListed) {
+      conn.idleListed = false;
+      this.idle.delete(conn);
+    }
+  }
+
+  /** Cached payloads are slices of the input chunk: copy the fresh ones so the chunk can be freed. */
+  private detachCache(conn: Connection): void {
+    const cache = conn.cache!;
+    const size = cache.length;
+    let i = conn.cacheNext;
+    for (let n = Math.min(conn.cacheFresh, size); n > 0; n--) {
+      i = (i - 1 + size) % size;
+      const v = cache[i];
+      if (v !== undefined) cache[i] = detach(v);
+    }
+    conn.cacheFresh = 0;
+  }
+
+  private idleSweep(): void {
+    const now = Date.now();
+    for (const conn of this.idle) {
+      if (now - conn.lastRx < this.idleMs) continue;
+      this.idle.delete(conn);
+      conn.idleListed = false;
+      if (conn.closed || conn.blocked) continue;
+      flushPending(conn, this);
+      this.afterInput(conn);
+    }
+    if (this.idle.size === 0 && this.idleTimer !== null) {
+      clearInterval(this.idleTimer);
+      this.idleTimer = null;
+    }
+  }
+
+  private onClose(conn: Connection): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    Atomics.sub(this.counters, COUNTER_OPEN + this.index, 1);
+    if (conn.idleListed) this.idle.delete(conn);
+    this.linkPaused.delete(conn);
+    if (conn.pendingHandle !== 0) endRegistration(this.table, conn.slot);
+    this.releaseRegistration(conn);
+    conn.out = '';
+    conn.cache = null;
+    this.conns[conn.slot] = undefined;
+    this.freeSlots.push(conn.slot);
+  }
+
+  /** Ends the connection's registration (close or REMID) and tells the owner shard. */
+  releaseRegistration(conn: Connection): void {
+    const acct = conn.account;
+    const id = conn.id;
+    const handle = conn.handle;
+    if (handle === 0 || acct === null || id === null) return;
+    endRegistration(this.table, conn.slot);
+    if (conn.fullSince !== 0) conn.fullSince = 0;
+    conn.handle = 0;
+    conn.id = null;
+    const owner = ownerShard(acct.id, this.shards);
+    if (owner === this.index) this.ownership.unregister(acct, id, handle);
+    else {
+      const link = this.links[owner];
+      if (link !== undefined) {
+        link.ops.push(OP.UNREG, acct.id, id, handle);
+        this.scheduleFlush();
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- lines and commands
+
+  onLine(conn: Connection, s: string, start: number, end: number): boolean {
+    if (end === start || conn.closed) return true;
+    conn.commanded = true;
+    executeCommand(this, conn, s, start, end);
+    return !conn.blocked;
+  }
+
+  onTooLong(conn: Connection): void {
+    conn.commanded = true;
+    this.send(conn, FAIL_LINE.LINE_TOO_LONG);
+  }
+
+  fail(conn: Connection, code: FailCode): void {
+    this.send(conn, FAIL_LINE[code]);
+  }
+
+  /**
+   * Resolves the KEY field of the parsed command. Returns the account, a failure code, or null when
+   * the KEY must be looked up by the supervisor (the connection is then blocked and the line retried).
+   */
+  resolveKey(conn: Connection, s: string, start: number, end: number): Account | FailCode | null {
+    const cmd = this.cmd;
+    const ks = cmd.keyStart;
+    const ke = cmd.keyEnd;
+    const own = conn.account;
+    if (own !== null && own.key !== null && ke - ks === 32 && s.startsWith(own.key, ks)) return own;
+    if (!isKeyShaped(s, ks, ke)) return 'INVALID_KEY';
+    const key = s.slice(ks, ke).toUpperCase();
+    const acct = this.accounts.byKeyLookup(key);
+    if (acct !== undefined) return own !== null && acct !== own ? 'NOKEY' : acct;
+    if (conn.missedKey === key) {
+      conn.missedKey = null;
+      return 'INVALID_KEY';
+    }
+    const req = ++this.reqSeq;
+    this.keyWaits.set(req, conn);
+    conn.retryLine = detach(s.slice(start, end));
+    conn.missedKey = key;
+    this.block(conn);
+    this.control.ops.push(OP.KEY_LOOKUP, req, key);
+    this.scheduleFlush();
+    return null;
+  }
+
+  /** Starts a registration of `id` (already canonical and valid) for the connection. */
+  register(conn: Connection, acct: Account, id: string): void {
+    const handle = beginRegistration(this.table, conn.slot, this.index);
+    conn.pendingHandle = handle;
+    const req = ++this.reqSeq;
+    this.pendingRegs.set(req, { conn, account: acct, id, handle, level: acct.level });
+    this.block(conn);
+    this.sendRegistration(req);
+  }
+
+  private sendRegistration(req: number): void {
+    const p = this.pendingRegs.get(req)!;
+    const owner = ownerShard(p.account.id, this.shards);
+    if (owner === this.index) {
+      this.ownership.register(p.account, p.id, p.handle, this.index, req);
+      return;
+    }
+    const link = this.links[owner];
+    if (link === undefined) {
+      this.parkedRegs.push(req);
+      return;
+    }
+    link.ops.push(OP.REG, req, p.account.id, p.id, p.handle, p.level);
+    this.scheduleFlush();
+  }
+
+  answerRegistration(from: number, req: number, result: FailCode | ''): void {
+    if (from === this.index) this.completeRegistration(req, result);
+    else {
+      const link = this.links[from];
+      if (link === undefined) return; // the requester died; its connections are gone
+      link.ops.push(OP.REG_RESULT, req, result);
+      this.scheduleFlush();
+    }
+  }
+
+  private completeRegistration(req: number, result: FailCode | ''): void {
+    const p = this.pendingRegs.get(req);
+    if (p === undefined) return;
+    this.pendingRegs.delete(req);
+    const { conn, account, id, handle } = p;
+    if (conn.closed || conn.pendingHandle !== handle) {
+      // The connection went away while the owner decided: undo an accepted registration.
+      if (result === '') {
+        const owner = ownerShard(account.id, this.shards);
+        if (owner === this.index) this.ownership.unregister(account, id, handle);
+        else this.links[owner]?.ops.push(OP.UNREG, account.id, id, handle);
+        this.scheduleFlush();
+      }
+      return;
+    }
+    conn.pendingHandle = 0;
+    if (result === '') {
+      conn.handle = handle;
+      conn.id = id;
+      conn.account = account;
+      this.send(conn, ok(id));
+    } else {
+      endRegistration(this.table, conn.slot);
+      this.fail(conn, result);
+      if (result === 'NODEEXIST') {
+        // The newcomer is closed (PROTOCOL.md §4); it executes nothing more.
+        this.flushConn(conn);
+        conn.socket.end();
+        const timer = setTimeout(() => conn.socket.destroy(), 1000);
+        conn.socket.once('close', () => clearTimeout(timer));
+        return;
+      }
+    }
+    this.unblock(conn);
+  }
+
+  kick(handle: number): void {
+    const shard = shardOf(handle);
+    if (shard !== this.index) {
+      const link = this.links[shard];
+      if (link !== undefined) {
+        link.ops.push(OP.KICK, handle);
+        this.scheduleFlush();
+      }
+      return;
+    }
+    const conn = this.conns[slotOf(handle)];
+    if (conn !== undefined && conn.handle === handle) {
+      this.log.debug({ id: conn.id }, 'ID taken over from a connection that missed liveness');
+      conn.socket.destroy();
+    }
+  }
+
+  private block(conn: Connection): void {
+    conn.blocked = true;
+    this.pause(conn, PAUSE.BLOCKED);
+  }
+
+  private unblock(conn: Connection): void {
+    conn.blocked = false;
+    const retry = conn.retryLine;
+    if (retry !== null) {
+      conn.retryLine = null;
+      this.onLine(conn, retry, 0, retry.length);
+    }
+    if (!conn.blocked) {
+      frameLines(conn, '', this.maxLine, this);
+      this.afterInput(conn);
+    }
+    if (!conn.blocked) this.resume(conn, PAUSE.BLOCKED);
+  }
+
+  pause(conn: Connection, reason: number): void {
+    if (conn.pauses === 0) conn.socket.pause();
+    conn.pauses |= reason;
+  }
+
+  resume(conn: Connection, reason: number): void {
+    if (conn.pauses === 0) return;
+    conn.pauses &= ~reason;
+    if (conn.pauses === 0 && !conn.closed) conn.socket.resume();
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Queues text for the connection; written once per event-loop turn. */
+  send(conn: Connection, text: string): void {
+    conn.out += text;
+    conn.outBytes += text.length;
+    if (!conn.queued) {
+      conn.queued = true;
+      this.dirty.push(conn);
+      this.scheduleFlush();
+    }
+  }
+
+  /** True when the connection may take more output (below NODE.MAX_OUTBUF). */
+  hasRoom(conn: Connection): boolean {
+    return conn.outBytes + conn.socket.writableLength <= this.maxOut;
+  }
+
+  /** Delivers a message line to a local connection; false when its buffer is full. */
+  deliverLocal(conn: Connection, line: string): boolean {
+    if (!this.hasRoom(conn)) {
+      this.markFull(conn);
+      return false;
+    }
+    this.send(conn, line);
+    return true;
+  }
+
+  /** A delivery promised by another shard (its status said there was room): always queued. */
+  acceptRemote(handle: number, line: string): void {
+    const conn = this.conns[slotOf(handle)];
+    if (conn === undefined || conn.handle !== handle || conn.closed) return;
+    this.send(conn, line);
+    if (!this.hasRoom(conn)) this.markFull(conn);
+  }
+
+  private markFull(conn: Connection): void {
+    if (conn.fullSince !== 0) return;
+    conn.fullSince = Date.now();
+    if (conn.handle !== 0) setFlag(this.table, conn.slot, FULL);
+  }
+
+  private clearFull(conn: Connection): void {
+    conn.fullSince = 0;
+    if (conn.handle !== 0) clearFlag(this.table, conn.slot, FULL);
+  }
+
+  scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushBound);
+  }
+
+  private readonly flushBound = (): void => this.flush();
+
+  private flushConn(conn: Connection): void {
+    if (conn.outBytes === 0) return;
+    const text = conn.out;
+    conn.out = '';
+    conn.outBytes = 0;
+    if (!conn.socket.destroyed) conn.socket.write(text, 'latin1');
+  }
+
+  /** One write per socket per turn, then one batch per link. */
+  flush(): void {
+    this.flushScheduled = false;
+    const dirty = this.dirty;
+    if (dirty.length > 0) {
+      this.dirty = [];
+      for (let i = 0; i < dirty.length; i++) {
+        const conn = dirty[i]!;
+        conn.queued = false;
+        if (conn.closed) {
+          conn.out = '';
+          conn.outBytes = 0;
+          continue;
+        }
+        this.flushConn(conn);
+        if (conn.socket.writableLength > this.maxOut) this.onBackedUp(conn);
+      }
+    }
+    for (let p = 0; p < this.links.length; p++) {
+      const link = this.links[p];
+      if (link?.pending) link.flush();
+    }
+    if (this.control.pending) this.control.flush();
+  }
+
+  /** The device is not reading: stop reading from it too, until its socket drains. */
+  private onBackedUp(conn: Connection): void {
+    if (conn.pauses & PAUSE.OUTPUT) return;
+    this.markFull(conn);
+    this.pause(conn, PAUSE.OUTPUT);
+    conn.socket.once('drain', () => {
+      this.clearFull(conn);
+      this.resume(conn, PAUSE.OUTPUT);
+    });
+  }
+
+  /** Queues a delivery to a handle on another shard; pauses the producer when that link is congested. */
+  deliverRemote(producer: Connection, shard: number, handle: number, data: string): void {
+    const link = this.links[shard]!;
+    link.ops.push(OP.DELIVER, handle, data);
+    this.scheduleFlush();
+    if (link.congested) this.pauseForLink(producer, link);
+  }
+
+  /** Queues one payload for several handles on another shard. */
+  deliverRemoteMany(producer: Connection, shard: number, handles: number[], data: string): void {
+    const link = this.links[shard]!;
+    const ops = link.ops;
+    ops.push(OP.DELIVER_MANY, data, handles.length);
+    for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
+    this.scheduleFlush();
+    if (link.congested) this.pauseForLink(producer, link);
+  }
+
+  private pauseForLink(conn: Connection, link: PortLink): void {
+    link.noteCongested();
+    this.pause(conn, PAUSE.LINK);
+    this.linkPaused.add(conn);
+  }
+
+  private onDecongest(): void {
+    for (const conn of this.linkPaused) {
+      const still = this.links.some((l) => l?.congested);
+      if (still) return;
+      this.linkPaused.delete(conn);
+      this.resume(conn, PAUSE.LINK);
+    }
+  }
+
+  // ---------------------------------------------------------------- liveness
+
+  private sweep(): void {
+    const now = Date.now();
+    const conns = this.conns;
+    for (let i = 0; i < conns.length; i++) {
+      const conn = conns[i];
+      if (conn === undefined || conn.closed) continue;
+      if (!conn.commanded && now - conn.connectedAt >= this.waitMs) {
+        conn.socket.destroy();
+        continue;
+      }
+      if (now >= conn.nextTick) {
+        conn.nextTick = now + this.tickMs;
+        conn.ticks++;
+        if (conn.handle === 0 && conn.pendingHandle === 0 && conn.ticks >= 2) {
+          conn.socket.destroy();
+          continue;
+        }
+        if (!conn.rxSinceTick) {
+          this.send(conn, syncLine(new Date(now)));
+          if (conn.handle !== 0 && ++conn.silentTicks >= 2 && !conn.stale) {
+            conn.stale = true;
+            setFlag(this.table, conn.slot, STALE);
+          }
+        }
+        conn.rxSinceTick = false;
+      }
+      if (conn.fullSince !== 0 && now - conn.fullSince >= this.deadlineMs) {
+        if (conn.outBytes + conn.socket.writableLength > this.maxOut) {
+          this.log.info({ id: conn.id }, 'slow consumer disconnected');
+          conn.socket.destroy();
+        } else this.clearFull(conn);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- cross-thread
+
+  private attachPeer(peer: number, port: import('node:worker_threads').MessagePort): void {
+    const link = new PortLink(peer, port, this.config.PServer.LINK_MAX_BYTES, (ops, from) =>
+      this.onPeerBatch(ops, from),
+    );
+    link.onDecongest = () => this.onDecongest();
+    this.links[peer] = link;
+    // Tell the (possibly restarted) peer about every live registration here.
+    const entries: (number | string)[] = [];
+    for (const conn of this.conns) {
+      if (conn === undefined || conn.handle === 0 || conn.account === null || conn.id === null) continue;
+      entries.push(conn.account.id, conn.id, conn.handle, conn.account.level);
+    }
+    link.ops.push(OP.SNAPSHOT, entries.length / 4, ...entries);
+    // Registrations parked while that peer was down go out now, after the snapshot.
+    for (let i = this.parkedRegs.length - 1; i >= 0; i--) {
+      const req = this.parkedRegs[i]!;
+      const p = this.pendingRegs.get(req);
+      if (p === undefined) this.parkedRegs.splice(i, 1);
+      else if (ownerShard(p.account.id, this.shards) === peer) {
+        this.parkedRegs.splice(i, 1);
+        this.sendRegistration(req);
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  private onPortMessage(msg: PortMessage): void {
+    if (msg.kind === 'peer-port') this.attachPeer(msg.peer, msg.port);
+  }
+
+  private onPeerBatch(ops: unknown[], link: PortLink): void {
+    const n = ops.length;
+    let i = 0;
+    let dirOps = 0;
+    while (i < n) {
+      const op = ops[i++] as number;
+      switch (op) {
+        case OP.DELIVER: {
+          const handle = ops[i++] as number;
+          this.acceptRemote(handle, `PUSH:${ops[i++] as string}\r\n`);
+          break;
+        }
+        case OP.DELIVER_MANY: {
+          const line = `PUSH:${ops[i++] as string}\r\n`;
+          const count = ops[i++] as number;
+          for (let k = 0; k < count; k++) this.acceptRemote(ops[i++] as number, line);
+          break;
+        }
+        case OP.REG: {
+          const req = ops[i++] as number;
+          const acct = this.accounts.get(ops[i++] as number);
+          const id = ops[i++] as string;
+          const handle = ops[i++] as number;
+          acct.level = ops[i++] as number;
+          this.ownership.register(acct, id, handle, link.peer, req);
+          break;
+        }
+        case OP.REG_RESULT: {
+          const req = ops[i++] as number;
+          this.completeRegistration(req, ops[i++] as FailCode | '');
+          break;
+        }
+        case OP.UNREG: {
+          const acct = this.accounts.get(ops[i++] as number);
+          const id = ops[i++] as string;
+          this.ownership.unregister(acct, id, ops[i++] as number);
+          break;
+        }
+        case OP.DIR_SET: {
+          const acct = this.accounts.get(ops[i++] as number);
+          const id = ops[i++] as string;
+          acct.devices.set(id, ops[i++] as number);
+          dirOps++;
+          break;
+        }
+        case OP.DIR_DEL: {
+          const acct = this.accounts.get(ops[i++] as number);
+          const id = ops[i++] as string;
+          const handle = ops[i++] as number;
+          if (acct.devices.get(id) === handle) acct.devices.delete(id);
+          dirOps++;
+          break;
+        }
+        case OP.DIR_ACK:
+          link.dirAcked = ops[i++] as number;
+          this.ownership.acknowledged();
+          break;
+        case OP.KICK:
+          this.kick(ops[i++] as number);
+          break;
+        case OP.CREDIT:
+          link.credit(ops[i++] as number);
+          break;
+        case OP.SNAPSHOT: {
+          const count = ops[i++] as number;
+          for (let k = 0; k < count; k++) {
+            const acct = this.accounts.get(ops[i++] as number);
+            const id = ops[i++] as string;
+            const handle = ops[i++] as number;
+            const level = ops[i++] as number;
+            if (ownerShard(acct.id, this.shards) === this.index) acct.level = level;
+            acct.devices.set(id, handle);
+          }
+          break;
+        }
+        default:
+          this.log.error({ op, peer: link.peer }, 'unknown op from peer; batch dropped');
+          i = n;
+      }
+    }
+    if (dirOps > 0) {
+      link.dirApplied += dirOps;
+      link.dirAckDue = true;
+    }
+    this.scheduleFlush();
+  }
+
+  private onControl(ops: unknown[]): void {
+    const n = ops.length;
+    let i = 0;
+    while (i < n) {
+      const op = ops[i++] as number;
+      switch (op) {
+        case OP.KEY_RESULT: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const key = ops[i++] as string;
+          const level = ops[i++] as number;
+          if (accountId > 0) this.accounts.setKey(accountId, key, level);
+          const conn = this.keyWaits.get(req);
+          this.keyWaits.delete(req);
+          if (conn !== undefined && !conn.closed) this.unblock(conn);
+          break;
+        }
+        case OP.ACCOUNT_UPDATE: {
+          const accountId = ops[i++] as number;
+          const key = ops[i++] as string;
+          const level = ops[i++] as number;
+          this.accounts.setKey(accountId, key === '' ? null : key, level);
+          if (key === '') this.dropAccount(accountId);
+          break;
+        }
+        case OP.CREDIT:
+          i++;
+          break;
+        case OP.PEER_DOWN:
+          this.onPeerDown(ops[i++] as number);
+          break;
+        case OP.SHUTDOWN:
+          void this.stop().then(() => {
+            this.control.ops.push(OP.STOPPED);
+            this.control.flush();
+          });
+          break;
+        case OP.CRASH:
+          setImmediate(() => {
+            throw new Error('shard crash requested by the supervisor (test hook)');
+          });
+          break;
+        default:
+          this.log.error({ op }, 'unknown control op; batch dropped');
+          i = n;
+      }
+    }
+  }
+
+  /** A deleted account: close its connections on this shard. */
+  private dropAccount(accountId: number): void {
+    for (const conn of this.conns) {
+      if (conn !== undefined && conn.account !== null && conn.account.id === accountId) conn.socket.destroy();
+    }
+  }
+
+  private onPeerDown(peer: number): void {
+    const link = this.links[peer];
+    if (link !== undefined) {
+      this.links[peer] = undefined;
+      link.close();
+    }
+    for (const acct of this.accounts.values()) {
+      for (const [id, handle] of acct.devices) if (shardOf(handle) === peer) acct.devices.delete(id);
+    }
+    this.ownership.acknowledged();
+    for (const [req, p] of this.pendingRegs) {
+      if (ownerShard(p.account.id, this.shards) === peer && !this.parkedRegs.includes(req)) this.parkedRegs.push(req);
+    }
+    this.onDecongest();
+  }
+
+  /** For tests and metrics: connections currently open on this shard. */
+  get connectionCount(): number {
+    let n = 0;
+    for (const c of this.conns) if (c !== undefined) n++;
+    return n;
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,231 @@
+// The supervisor (main thread): owns topology and the store, spawns the shard workers with a full mesh
+// of MessagePorts, answers KEY lookups, restarts a crashed shard, and shuts everything down.
+
+import { createServer } from 'node:net';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { MAX_SLOTS_PER_SHARD } from '../config/schema.ts';
+import { clearAllFlags, newStatusTable } from '../routing/handle.ts';
+import { PortLink } from '../runtime/link.ts';
+import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
+import type { AccountRecord, Store } from '../store/store.ts';
+
+const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
+
+interface ShardSlot {
+  worker: Worker | null;
+  control: PortLink | null;
+  ready: boolean;
+  crashes: number[];
+}
+
+export class Supervisor {
+  readonly config: Config;
+  readonly store: Store;
+  readonly log: Logger;
+  readonly shardCount: number;
+  port = 0;
+  private readonly status: SharedArrayBuffer[];
+  private readonly counters: SharedArrayBuffer;
+  private readonly shards: ShardSlot[];
+  private stopping = false;
+  private readyWaiters: (() => void)[] = [];
+  private stoppedWaiters = new Map<number, () => void>();
+
+  constructor(config: Config, store: Store, log: Logger, shardCount: number) {
+    this.config = config;
+    this.store = store;
+    this.log = log;
+    this.shardCount = shardCount;
+    const slots = Math.min(MAX_SLOTS_PER_SHARD, config.PServer.MAXLOAD);
+    this.status = Array.from({ length: shardCount }, () => newStatusTable(slots).buffer as SharedArrayBuffer);
+    this.counters = new SharedArrayBuffer(4 * (COUNTER_OPEN + shardCount));
+    this.shards = Array.from({ length: shardCount }, () => ({
+      worker: null,
+      control: null,
+      ready: false,
+      crashes: [],
+    }));
+  }
+
+  /** Spawns every shard and resolves once all of them listen. */
+  async start(): Promise<void> {
+    this.port = this.config.PServer.ServerPort || (await freePort(this.config.PServer.HOST));
+    const n = this.shardCount;
+    // Full mesh: ports[i][j] is shard i's end of the channel to shard j.
+    const ports: (MessagePort | undefined)[][] = Array.from({ length: n }, () => new Array(n).fill(undefined));
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j < n; j++) {
+        const ch = new MessageChannel();
+        ports[i]![j] = ch.port1;
+        ports[j]![i] = ch.port2;
+      }
+    }
+    for (let i = 0; i < n; i++) this.spawn(i, ports[i]!);
+    await this.allReady();
+    this.log.info({ port: this.port, shards: n }, 'device port listening');
+  }
+
+  private allReady(): Promise<void> {
+    if (this.shards.every((s) => s.ready)) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  private spawn(index: number, peers: (MessagePort | undefined)[]): void {
+    const control = new MessageChannel();
+    const init: ShardInit = {
+      index,
+      shards: this.shardCount,
+      port: this.port,
+      config: this.config,
+      status: this.status,
+      counters: this.counters,
+      control: control.port2,
+      peers,
+    };
+    const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
+    const worker = new Worker(SHARD_ENTRY, { workerData: init, transferList: transfer, name: `shard-${index}` });
+    const slot = this.shards[index]!;
+    slot.worker = worker;
+    slot.ready = false;
+    slot.control = new PortLink(-1, control.port1, Number.MAX_SAFE_INTEGER, (ops) => this.onShardOps(index, ops));
+    worker.on('error', (err) => this.log.error({ err, shard: index }, 'shard failed'));
+    worker.on('exit', (code) => this.onExit(index, worker, code));
+  }
+
+  private onShardOps(index: number, ops: unknown[]): void {
+    const slot = this.shards[index]!;
+    const link = slot.control!;
+    let i = 0;
+    while (i < ops.length) {
+      const op = ops[i++] as number;
+      switch (op) {
+        case OP.READY:
+          i++;
+          slot.ready = true;
+          if (this.shards.every((s) => s.ready)) {
+            const waiters = this.readyWaiters;
+            this.readyWaiters = [];
+            for (const w of waiters) w();
+          }
+          break;
+        case OP.KEY_LOOKUP: {
+          const req = ops[i++] as number;
+          const key = ops[i++] as string;
+          const acct = this.store.accountByKey(key);
+          link.ops.push(OP.KEY_RESULT, req, acct?.id ?? 0, acct?.key ?? '', acct?.level ?? 0);
+          break;
+        }
+        case OP.STOPPED:
+          this.stoppedWaiters.get(index)?.();
+          break;
+        case OP.CREDIT:
+          i++;
+          break;
+        default:
+          this.log.error({ op, shard: index }, 'unknown op from shard; batch dropped');
+          i = ops.length;
+      }
+    }
+    link.flush();
+  }
+
+  private onExit(index: number, worker: Worker, code: number): void {
+    const slot = this.shards[index]!;
+    if (slot.worker !== worker) return;
+    slot.worker = null;
+    slot.control?.close();
+    slot.control = null;
+    slot.ready = false;
+    if (this.stopping) return;
+    this.log.error({ shard: index, code }, 'shard exited; restarting it');
+    clearAllFlags(new Int32Array(this.status[index]!));
+    Atomics.store(new Int32Array(this.counters), COUNTER_OPEN + index, 0);
+    for (let j = 0; j < this.shardCount; j++) {
+      if (j === index) continue;
+      const other = this.shards[j]!.control;
+      if (other) {
+        other.ops.push(OP.PEER_DOWN, index);
+        other.flush();
+      }
+    }
+    const now = Date.now();
+    slot.crashes = slot.crashes.filter((t) => now - t < 60000);
+    slot.crashes.push(now);
+    const delay = Math.min(5000, 50 * 2 ** (slot.crashes.length - 1));
+    setTimeout(() => this.respawn(index), delay).unref();
+  }
+
+  private respawn(index: number): void {
+    if (this.stopping) return;
+    const peers: (MessagePort | undefined)[] = new Array(this.shardCount).fill(undefined);
+    for (let j = 0; j < this.shardCount; j++) {
+      if (j === index) continue;
+      const other = this.shards[j]!;
+      const ch = new MessageChannel();
+      peers[j] = ch.port1;
+      const msg: PortMessage = { kind: 'peer-port', peer: index, port: ch.port2 };
+      if (other.control) other.control.port.postMessage(msg, [ch.port2]);
+    }
+    this.spawn(index, peers);
+  }
+
+  /** Tells every shard that an account's KEY or level changed (key null: deleted). */
+  accountChanged(acct: AccountRecord, deleted = false): void {
+    for (const s of this.shards) {
+      if (!s.control) continue;
+      s.control.ops.push(OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level);
+      s.control.flush();
+    }
+  }
+
+  /** Test hook: makes shard `index` throw, as a bug would. */
+  crashShard(index: number): void {
+    const c = this.shards[index]?.control;
+    if (!c) return;
+    c.ops.push(OP.CRASH);
+    c.flush();
+  }
+
+  /** Resolves when shard `index` is up and listening again. */
+  waitReady(): Promise<void> {
+    return this.allReady();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await Promise.all(
+      this.shards.map(async (slot, index) => {
+        const worker = slot.worker;
+        if (!worker) return;
+        const stopped = new Promise<void>((resolve) => {
+          this.stoppedWaiters.set(index, resolve);
+          worker.once('exit', () => resolve());
+        });
+        if (slot.control) {
+          slot.control.ops.push(OP.SHUTDOWN);
+          slot.control.flush();
+        }
+        const timer = setTimeout(() => void worker.terminate(), 3000);
+        await stopped;
+        clearTimeout(timer);
+        await worker.terminate();
+      }),
+    );
+  }
+}
+
+/** A free TCP port on the host (the shards then all bind it with reusePort). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: host === '' ? undefined : host }, () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}

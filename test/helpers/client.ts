@@ -1,0 +1,105 @@
+// A raw TCP test client: writes exact bytes, reads exact bytes, waits for lines with a deadline.
+
+import { connect, type Socket } from 'node:net';
+
+export class TestClient {
+  readonly socket: Socket;
+  /** Everything received and not yet consumed, as latin1 text. */
+  buffer = '';
+  closed = false;
+  private waiters: (() => void)[] = [];
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.on('data', (b: Buffer) => {
+      this.buffer += b.toString('latin1');
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => {});
+  }
+
+  static open(port: number, host = '127.0.0.1'): Promise<TestClient> {
+    return new Promise((resolve, reject) => {
+      const s = connect({ port, host });
+      s.once('connect', () => resolve(new TestClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  write(text: string): void {
+    this.socket.write(text, 'latin1');
+  }
+
+  /** Waits until `pred(buffer)` holds or the deadline passes. */
+  async until(pred: (buf: string) => boolean, ms = 5000, what = 'condition'): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!pred(this.buffer)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.buffer)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Next CRLF-terminated line, without its CRLF; fails if a line ends with a bare LF. */
+  async line(ms = 5000): Promise<string> {
+    await this.until((b) => b.includes('\n'), ms, 'a line');
+    const i = this.buffer.indexOf('\n');
+    const raw = this.buffer.slice(0, i + 1);
+    this.buffer = this.buffer.slice(i + 1);
+    if (!raw.endsWith('\r\n')) throw new Error(`line not terminated by CRLF: ${JSON.stringify(raw)}`);
+    return raw.slice(0, -2);
+  }
+
+  /** Reads exactly n lines. */
+  async lines(n: number, ms = 5000): Promise<string[]> {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(await this.line(ms));
+    return out;
+  }
+
+  /** Sends one command line (CRLF added) and returns the reply line. */
+  async request(cmd: string, ms = 5000): Promise<string> {
+    this.write(`${cmd}\r\n`);
+    return this.line(ms);
+  }
+
+  /** Waits for the server to close the connection. */
+  async closedByServer(ms = 5000): Promise<void> {
+    await this.until(() => this.closed, ms, 'the server to close the connection');
+  }
+
+  /** Asserts nothing arrives within ms. */
+  async silence(ms: number): Promise<string> {
+    await new Promise((r) => setTimeout(r, ms));
+    return this.buffer;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Opens a client and registers `id` under `key`, checking the exact reply. */
+export async function device(port: number, key: string, id: string): Promise<TestClient> {
+  const c = await TestClient.open(port);
+  const reply = await c.request(`TCP:ID:${key}:${id}`);
+  if (reply !== `[OK:${id.toUpperCase()}]`) throw new Error(`registering ${id}: ${reply}`);
+  return c;
+}

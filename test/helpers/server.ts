@@ -1,0 +1,43 @@
+// Starts the real server (supervisor + shard worker threads) on a free port with a throwaway store.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ConfigOverrides } from '../../src/config/schema.ts';
+import { type RunningServer, startServer } from '../../src/main.ts';
+
+export interface TestServer extends RunningServer {
+  /** KEY of a fresh account (level 4) created for the test. */
+  key: string;
+  dataDir: string;
+  /** Creates another account and returns its KEY. */
+  newKey(email?: string, level?: number): string;
+}
+
+let accounts = 0;
+
+type Blocks = { [B in keyof ConfigOverrides]: ConfigOverrides[B] };
+
+export async function startTestServer(overrides: Blocks = {}, opts: { keepData?: string } = {}): Promise<TestServer> {
+  const dataDir = opts.keepData ?? mkdtempSync(join(tmpdir(), 'p2pc-test-'));
+  const base: ConfigOverrides = {
+    ...overrides,
+    PServer: { ServerPort: 0, HOST: '127.0.0.1', WORKERS: 2, ...overrides.PServer },
+    STORE: { PATH: dataDir, ...overrides.STORE },
+    LOG: { LEVEL: process.env.P2PC_TEST_LOG ?? 'silent', ...overrides.LOG },
+  };
+  const server = await startServer({ overrides: base, env: {} });
+  const newKey = (email?: string, level = 4): string =>
+    server.store.createAccount(email ?? `t${++accounts}-${process.pid}@test.example`, null, level).key;
+  const key = newKey();
+  const stop = server.stop;
+  return Object.assign(server, {
+    key,
+    dataDir,
+    newKey,
+    async stop() {
+      await stop();
+      if (opts.keepData === undefined) rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}
