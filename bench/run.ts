@@ -1,0 +1,198 @@
+// `npm run bench`: micro-benchmarks (tinybench), then the end-to-end load against the real server,
+// started as a child process with workers = 1 and workers = N. Prints a Markdown table and writes it to
+// bench/results/latest.md. Never a timed assertion: numbers are for people and docs/performance.md.
+//
+// Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
+// BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1).
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SqliteStore } from '../src/store/sqlite.ts';
+import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
+import { runMicro } from './micro.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const env = process.env;
+const RUNS = Number(env.BENCH_RUNS ?? 3);
+const P2P = Number(env.BENCH_P2P ?? 1_000_000);
+const FANOUT = Number(env.BENCH_FANOUT ?? 20_000);
+const RTT = Number(env.BENCH_RTT ?? 5000);
+const IDLE = Number(env.BENCH_IDLE ?? 10_000);
+const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').map(Number);
+
+interface Server {
+  child: ChildProcess;
+  port: number;
+  key: string;
+  dir: string;
+}
+
+async function startServer(workers: number): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'p2pc-bench-'));
+  const store = new SqliteStore(dir);
+  const key = store.createAccount('bench@bench.example', null, 4).key;
+  store.close();
+  const child = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'start'], {
+    cwd: ROOT,
+    env: {
+      ...env,
+      P2PC_PSERVER_SERVERPORT: '0',
+      P2PC_PSERVER_HOST: '127.0.0.1',
+      P2PC_PSERVER_WORKERS: String(workers),
+      P2PC_STORE_PATH: dir,
+      P2PC_LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let acc = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      acc += b.toString();
+      const m = /"port":(\d+),"shards":\d+,"msg":"device port listening"/.exec(acc);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  child.stdout!.resume();
+  return { child, port, key, dir };
+}
+
+async function stopServer(s: Server): Promise<void> {
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await exited;
+  rmSync(s.dir, { recursive: true, force: true });
+}
+
+function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+let idSeq = 0;
+const freshId = (p: string): string => `${p}${++idSeq}`;
+
+async function p2p(s: Server): Promise<number> {
+  const rid = freshId('R');
+  const receiver = await register(s.port, s.key, rid);
+  const sender = await register(s.port, s.key, freshId('S'));
+  const line = `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`;
+  const r = await pipeline(sender, [receiver], line, P2P, 1, 16384);
+  sender.destroy();
+  receiver.destroy();
+  return r.perSecond;
+}
+
+async function fanout(s: Server): Promise<number> {
+  // A fresh account per run, so FRIENDS is exactly the 100 receivers.
+  const store = new SqliteStore(s.dir);
+  const key = store.createAccount(`fan${++idSeq}@bench.example`, null, 4).key;
+  store.close();
+  const receivers = [];
+  for (let i = 0; i < 100; i++) receivers.push(await register(s.port, key, freshId('F')));
+  const sender = await register(s.port, key, freshId('FS'));
+  const line = `TCP:PUSH:${key}:FRIENDS:${PAYLOAD}\r\n`;
+  const r = await pipeline(sender, receivers, line, FANOUT, 100, 256);
+  sender.destroy();
+  for (const x of receivers) x.destroy();
+  return r.perSecond;
+}
+
+async function rtt(s: Server): Promise<{ p50: number; p99: number }> {
+  const ida = freshId('A');
+  const idb = freshId('B');
+  const a = await register(s.port, s.key, ida);
+  const b = await register(s.port, s.key, idb);
+  await pingPong(a, b, s.key, ida, idb, 500); // warm-up
+  const times = (await pingPong(a, b, s.key, ida, idb, RTT)).sort((x, y) => x - y);
+  a.destroy();
+  b.destroy();
+  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+}
+
+async function idleRss(s: Server): Promise<number> {
+  await sleep(1000);
+  const before = rssBytes(s.child.pid!);
+  const socks = [];
+  for (let i = 0; i < IDLE; i += 250) {
+    const n = Math.min(250, IDLE - i);
+    socks.push(...(await Promise.all(Array.from({ length: n }, () => register(s.port, s.key, freshId('I'))))));
+  }
+  await sleep(1000);
+  const after = rssBytes(s.child.pid!);
+  for (const x of socks) x.destroy();
+  await sleep(300);
+  return (after - before) / IDLE;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)]!;
+}
+
+const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const range = (xs: number[]): string => `${fmtInt(Math.min(...xs))}–${fmtInt(Math.max(...xs))}`;
+
+async function endToEnd(): Promise<string> {
+  const rows: Record<string, string[]> = {
+    'point-to-point msgs/s (1 → 1, 64 B, pipelined)': [],
+    'fan-out deliveries/s (1 → 100 FRIENDS)': [],
+    'round-trip latency p50 / p99 (µs)': [],
+    [`RSS per idle registered connection at ${fmtInt(IDLE)} (bytes)`]: [],
+  };
+  const cols = Object.values(rows);
+  for (const workers of WORKERS) {
+    // Memory first, on a fresh server, so earlier load does not pre-grow the heap it is measured against.
+    const fresh = await startServer(workers);
+    let mem: number;
+    try {
+      mem = await idleRss(fresh);
+    } finally {
+      await stopServer(fresh);
+    }
+    const s = await startServer(workers);
+    try {
+      const p = [];
+      const f = [];
+      for (let i = 0; i < RUNS; i++) {
+        p.push(await p2p(s));
+        f.push(await fanout(s));
+      }
+      const l = await rtt(s);
+      cols[0]!.push(`${fmtInt(median(p))} (${range(p)})`);
+      cols[1]!.push(`${fmtInt(median(f))} (${range(f)})`);
+      cols[2]!.push(`${fmtInt(l.p50)} / ${fmtInt(l.p99)}`);
+      cols[3]!.push(fmtInt(mem));
+      process.stderr.write(`workers=${workers} done\n`);
+    } finally {
+      await stopServer(s);
+    }
+  }
+  const header = `| workload | ${WORKERS.map((w) => `workers = ${w}`).join(' | ')} |`;
+  const sep = `|---|${WORKERS.map(() => '---').join('|')}|`;
+  const body = Object.entries(rows).map(([k, v]) => `| ${k} | ${v.join(' | ')} |`);
+  return [header, sep, ...body].join('\n');
+}
+
+function describeMachine(): string {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim();
+  } catch {}
+  return `commit ${commit}, Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
+}
+
+const parts: string[] = [`# P2Pcluster benchmark\n\n${describeMachine()}\n`];
+if (env.BENCH_MICRO !== '0') parts.push(`## Micro-benchmarks\n\n${await runMicro()}\n`);
+parts.push(
+  `## End to end (loader on the same machine, median of ${RUNS} runs, min–max in brackets)\n\n${await endToEnd()}\n`,
+);
+const report = parts.join('\n');
+process.stdout.write(`${report}\n`);
+mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+writeFileSync(join(ROOT, 'bench/results/latest.md'), report);
