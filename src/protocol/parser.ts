@@ -135,8 +135,9 @@ function targetKind(s: string, p: number, len: number): Target {
  * `needData` is false for WATCH/UNWATCH, whose targets carry no payload.
  */
 export function parseTarget(s: string, p: number, end: number, out: ParsedCommand, needData: boolean): void {
-  const c = colon(s, p, end);
-  const kind = targetKind(s, p, (c < 0 ? end : c) - p);
+  const isRid = s.startsWith('RID:', p) && p + 3 < end;
+  const c = isRid ? p + 3 : colon(s, p, end);
+  const kind = isRid ? TARGET.RID : targetKind(s, p, (c < 0 ? end : c) - p);
   out.target = kind;
   switch (kind) {
     case TARGET.NONE:
@@ -186,8 +187,10 @@ export function parseCommand(s: string, start: number, end: number, out: ParsedC
     parseOther(s, start, end, out);
     return;
   }
-  const c1 = colon(s, p, end);
-  const cmd = subCommand(s, p, (c1 < 0 ? end : c1) - p);
+  // Fast path for the hot command: `PUSH:` needs no scan for its colon.
+  const isPush = s.startsWith('PUSH:', p) && p + 4 < end;
+  const c1 = isPush ? p + 4 : colon(s, p, end);
+  const cmd = isPush ? CMD.PUSH : subCommand(s, p, (c1 < 0 ? end : c1) - p);
   out.cmd = cmd;
   if (cmd === CMD.NONE) {
     out.error = 'INVALID_CMD';
