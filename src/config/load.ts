@@ -109,7 +109,10 @@ export function parseConfText(text: string, source: string, target: Mutable = de
     const key = keyIndex.get(`${block.toUpperCase()}.${rawKey.toUpperCase()}`);
     if (!key) throw new ConfigError(`${where}: unknown key "${rawKey}" in block ${block}`);
     const raw = line.slice(eq + 1);
-    if (raw.trim() === '') continue; // empty value: keep the default
+    if (raw.trim() === '') {
+      target[block]![key] = keyDef(block, key).def; // empty value: the default
+      continue;
+    }
     try {
       target[block]![key] = convertValue(keyDef(block, key), raw);
     } catch (err) {
@@ -129,7 +132,10 @@ export function applyEnv(target: Mutable, env: NodeJS.ProcessEnv): void {
     const block = sep > 0 ? blockIndex.get(rest.slice(0, sep)) : undefined;
     const key = block ? keyIndex.get(`${block.toUpperCase()}.${rest.slice(sep + 1)}`) : undefined;
     if (!block || !key) throw new ConfigError(`environment ${name}: no such configuration key`);
-    if (value.trim() === '') continue;
+    if (value.trim() === '') {
+      target[block]![key] = keyDef(block, key).def;
+      continue;
+    }
     try {
       target[block]![key] = convertValue(keyDef(block, key), value);
     } catch (err) {

@@ -66,9 +66,20 @@ export class ParsedCommand {
 const HTTP_METHODS = ['GET ', 'POST ', 'PUT ', 'DELETE ', 'HEAD ', 'OPTIONS ', 'PATCH '] as const;
 
 /** True when s starts with an HTTP request method and a space (PROTOCOL.md §1). */
-export function isHttpStart(s: string, start = 0): boolean {
-  for (const m of HTTP_METHODS) if (s.startsWith(m, start)) return true;
+export function isHttpStart(s: string, start = 0, end = s.length): boolean {
+  for (const m of HTTP_METHODS) if (start + m.length <= end && s.startsWith(m, start)) return true;
   return false;
+}
+
+/** True when s could still become an HTTP request line (a strict prefix of "METHOD "). */
+export function isHttpPrefix(s: string): boolean {
+  for (const m of HTTP_METHODS) if (s.length < m.length && m.startsWith(s)) return true;
+  return false;
+}
+
+/** s.startsWith(prefix, start) within [start, end). */
+function startsIn(s: string, prefix: string, start: number, end: number): boolean {
+  return start + prefix.length <= end && s.startsWith(prefix, start);
 }
 
 /** Index of the next ':' in s[from, end), or -1. */
@@ -180,7 +191,7 @@ export function parseTarget(s: string, p: number, end: number, out: ParsedComman
 export function parseCommand(s: string, start: number, end: number, out: ParsedCommand): void {
   out.reset();
   let p: number;
-  if (s.startsWith('TCP:', start)) {
+  if (startsIn(s, 'TCP:', start, end)) {
     out.proto = PROTO.TCP;
     p = start + 4;
   } else {
@@ -231,10 +242,10 @@ export function parseCommand(s: string, start: number, end: number, out: ParsedC
 }
 
 function parseOther(s: string, start: number, end: number, out: ParsedCommand): void {
-  if (s.startsWith('STCP:', start)) out.proto = PROTO.STCP;
-  else if (s.startsWith('DSTCP:', start)) out.proto = PROTO.DSTCP;
-  else if (s.startsWith('HSTCP:', start)) out.proto = PROTO.HSTCP;
-  else if (isHttpStart(s, start)) {
+  if (startsIn(s, 'STCP:', start, end)) out.proto = PROTO.STCP;
+  else if (startsIn(s, 'DSTCP:', start, end)) out.proto = PROTO.DSTCP;
+  else if (startsIn(s, 'HSTCP:', start, end)) out.proto = PROTO.HSTCP;
+  else if (isHttpStart(s, start, end)) {
     out.proto = PROTO.HTTP;
     return;
   } else {

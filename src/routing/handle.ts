@@ -45,7 +45,7 @@ export function liveFlags(tables: StatusTables, h: number): number {
   const table = tables[shardOf(h)];
   if (table === undefined) return 0;
   const w = Atomics.load(table, slotOf(h));
-  return w >>> FLAG_BITS === genOf(h) ? w & FLAGS : 0;
+  return w >>> FLAG_BITS === genOf(h) && (w & ALIVE) !== 0 ? w & FLAGS : 0;
 }
 
 export function isLive(tables: StatusTables, h: number): boolean {

@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.ts';
 import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
 import { isKeyShaped } from '../protocol/ids.ts';
-import { isHttpStart, ParsedCommand } from '../protocol/parser.ts';
+import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
 import { ok, syncLine } from '../protocol/replies.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import {
@@ -221,10 +221,20 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       if (conn.handle !== 0) clearFlag(this.table, conn.slot, STALE);
     }
     const chunk = buf.toString('latin1');
-    if (!conn.commanded && conn.pending.length === 0 && isHttpStart(chunk)) {
-      conn.commanded = true;
-      conn.socket.end(HTTP_NOT_YET);
-      return;
+    if (!conn.commanded) {
+      // §1: a connection whose first bytes are an HTTP request line goes to the HTTP API, however TCP
+      // splits those bytes: hold a possible method prefix until it is decided.
+      const head = conn.pending + chunk;
+      if (isHttpStart(head)) {
+        conn.commanded = true;
+        conn.pending = '';
+        conn.socket.end(HTTP_NOT_YET);
+        return;
+      }
+      if (isHttpPrefix(head)) {
+        conn.pending = head;
+        return;
+      }
     }
     if (conn.blocked) {
       conn.pending += chunk;
