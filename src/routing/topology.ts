@@ -119,7 +119,8 @@ export class Topology {
     const n = this.nodes.get(id);
     if (!n) throw new TopologyFailure('NO_NODE', `${id} is not in the tree`);
     if (newParent !== null) {
-      if (!this.nodes.has(newParent)) throw new TopologyFailure('NO_PARENT_NODE', `parent ${newParent} is not in the tree`);
+      if (!this.nodes.has(newParent))
+        throw new TopologyFailure('NO_PARENT_NODE', `parent ${newParent} is not in the tree`);
       for (let cur: string | null = newParent; cur !== null; cur = this.nodes.get(cur)!.parent) {
         if (cur === id) throw new TopologyFailure('CYCLE', `${newParent} is inside the subtree of ${id}`);
       }
