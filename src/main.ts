@@ -1,8 +1,11 @@
 // Process-level start-up: config, logger, store, demo account, supervisor and signals.
 
+import type { Server } from 'node:http';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { startHttp } from './api/http.ts';
+import { OperatorApi } from './api/operator.ts';
 import { loadConfig } from './config/load.ts';
 import type { Config, ConfigOverrides } from './config/schema.ts';
 import { createLogger } from './log.ts';
@@ -25,6 +28,9 @@ export interface StartOptions {
 export interface RunningServer {
   readonly config: Config;
   readonly port: number;
+  /** The operator HTTP port. */
+  readonly httpPort: number;
+  readonly api: OperatorApi;
   readonly supervisor: Supervisor;
   readonly store: Store;
   readonly log: Logger;
@@ -50,22 +56,39 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   }
   const workers = config.PServer.WORKERS || availableParallelism();
   const supervisor = new Supervisor(config, store, log, workers);
+  const api = new OperatorApi(supervisor, store, config, log);
+  supervisor.httpHandler = (req) => api.handle(req);
+  let http: { server: Server; port: number };
   try {
     await supervisor.start();
+    http = await startHttp(
+      (req) => api.handle(req),
+      { port: config.HTTP.PORT, host: config.HTTP.HOST, maxBody: config.HTTP.MAX_BODY },
+      log,
+    );
   } catch (err) {
     await supervisor.stop();
     store.close();
     throw err;
   }
+  log.info({ port: http.port }, 'operator HTTP API listening');
   let stopped: Promise<void> | null = null;
   return {
     config,
     port: supervisor.port,
+    httpPort: http.port,
+    api,
     supervisor,
     store,
     log,
     stop() {
-      stopped ??= supervisor.stop().then(() => store.close());
+      stopped ??= (async () => {
+        const closed = new Promise<void>((r) => http.server.close(() => r()));
+        http.server.closeAllConnections();
+        await closed;
+        await supervisor.stop();
+        store.close();
+      })();
       return stopped;
     },
   };

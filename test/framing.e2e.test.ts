@@ -243,11 +243,12 @@ describe('segmentation never changes the replies', () => {
   }, 60000);
 
   it('an HTTP request is recognised however its first bytes are split', async () => {
-    const expected =
-      'HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n' +
-      'The operator HTTP API is served on the HTTP port.';
     const bad: { request: string; at: number[]; got: string; closed: boolean }[] = [];
-    for (const request of ['GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'POST /api/v1 HTTP/1.1\r\nHost: x\r\n\r\n']) {
+    const requests: [string, string][] = [
+      ['GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 'HTTP/1.1 200 OK'],
+      ['POST /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 'HTTP/1.1 405 Method Not Allowed'],
+    ];
+    for (const [request, status] of requests) {
       const splits: number[][] = [[]];
       for (let at = 1; at <= 8; at++) splits.push([at]);
       splits.push(Array.from({ length: 7 }, (_, i) => i + 1)); // the first 8 bytes one by one
@@ -259,11 +260,12 @@ describe('segmentation never changes the replies', () => {
           c.write(parts[i]!);
         }
         try {
-          await c.closedByServer(1000);
+          await c.closedByServer(2000);
         } catch {
           // Not closed: recorded below.
         }
-        if (c.buffer !== expected || !c.closed) bad.push({ request, at, got: c.buffer, closed: c.closed });
+        if (!c.buffer.startsWith(`${status}\r\n`) || !c.closed)
+          bad.push({ request, at, got: c.buffer, closed: c.closed });
       }
     }
     expect(bad).toEqual([]);

@@ -102,9 +102,11 @@ function unknownKey(): string {
   }
 }
 
-const HTTP_501 =
-  'HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n' +
-  'The operator HTTP API is served on the HTTP port.';
+/** Status line and body of a raw HTTP response. */
+function httpParts(raw: string): { status: string; body: string } {
+  const head = raw.indexOf('\r\n\r\n');
+  return { status: raw.slice(0, raw.indexOf('\r\n')), body: head < 0 ? '' : raw.slice(head + 4) };
+}
 
 // ------------------------------------------------------------------ §1, §3: replies and IDs
 
@@ -314,16 +316,27 @@ describe('KEY handling', () => {
     expect(await c.request(`TCP:SMS:${k}:+15550100:text`)).toBe('[FAIL:SMS_DISABLED]');
   });
 
-  it('a connection whose first bytes are an HTTP request gets HTTP 501 and is closed', async () => {
-    for (const req of [
-      'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n',
-      'POST /api/v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}',
-      `GET /ADDNODE?KEY=${srv.key}&PNODE=1 HTTP/1.0\r\n\r\n`,
-    ]) {
+  it('a connection whose first bytes are an HTTP request is served by the operator API (§1, §8)', async () => {
+    const cases: [string, string, string][] = [
+      [
+        'GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n',
+        'HTTP/1.1 200 OK',
+        '"status":"ok"',
+      ],
+      [
+        'POST /api/v1/accounts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+        'HTTP/1.1 401 Unauthorized',
+        '"error":"UNAUTHORIZED"',
+      ],
+      [`GET /ADDNODE?KEY=${srv.key}&PNODE=httpnode HTTP/1.0\r\n\r\n`, 'HTTP/1.1 200 OK', 'OK:HTTPNODE'],
+    ];
+    for (const [req, status, body] of cases) {
       const c = await open();
       c.write(req);
       await c.closedByServer();
-      expect(c.buffer, req).toBe(HTTP_501);
+      const got = httpParts(c.buffer);
+      expect(got.status, req).toBe(status);
+      expect(got.body, req).toContain(body);
     }
   });
 });

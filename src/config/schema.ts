@@ -110,6 +110,22 @@ export const SCHEMA = {
     USERNAME: { type: 'string', def: '', doc: 'SMTP user name' },
     PASSWORD: { type: 'string', def: '', doc: 'SMTP password' },
   },
+  HTTP: {
+    PORT: { type: 'int', def: 8081, min: 0, max: 65535, doc: 'operator HTTP API port (0 = pick a free port)' },
+    HOST: { type: 'string', def: '', doc: 'address to bind the HTTP port to (empty = all interfaces)' },
+    ADMIN_TOKEN: {
+      type: 'string',
+      def: '',
+      doc: 'bearer token for admin calls (empty = admin calls disabled; use 32+ random characters)',
+    },
+    MAX_BODY: { type: 'int', def: 1048576, min: 1024, doc: 'largest request body in bytes' },
+    SIGNUP_TTL: {
+      type: 'int',
+      def: 86400,
+      min: 60,
+      doc: 'seconds an activation link of a self-service sign-up stays valid',
+    },
+  },
   STORE: {
     PATH: { type: 'string', def: './data', doc: 'folder of the embedded store (SQLite)' },
   },

@@ -1,6 +1,9 @@
 // An account as a shard sees it (PROTOCOL.md §3): its KEY, plan level, owning shard and the
 // directory of its registered IDs (ID -> handle). Every shard keeps a replica of every directory;
 // the owning shard's copy is the authority, changed only by registrations it decides.
+// The topology (tree, routers, aliases) is a replica of the supervisor's, applied before operator calls return.
+
+import { Topology } from './topology.ts';
 
 export class Account {
   readonly id: number;
@@ -9,12 +12,19 @@ export class Account {
   level = 1;
   /** ID -> handle of the connection registered under it. */
   readonly devices = new Map<string, number>();
+  /** Tree, routers and aliases; null until the account has any. */
+  topology: Topology | null = null;
   /** Token bucket for NODE.PUSH_RATE. */
   tokens = 0;
   tokensAt = 0;
 
   constructor(id: number) {
     this.id = id;
+  }
+
+  topologyForWrite(): Topology {
+    this.topology ??= new Topology();
+    return this.topology;
   }
 }
 

@@ -52,6 +52,22 @@ export const OP = {
   CRASH: 34,
   /** Shard -> supervisor: shutdown finished. */
   STOPPED: 35,
+  /** A topology change of an account (fields: see src/routing/changes.ts encodeChange). */
+  TOPOLOGY: 36,
+  /** Forget an account's topology (account deleted). */
+  TOPOLOGY_RESET: 37,
+  /** Barrier: answer SYNC_ACK once everything before it is applied. */
+  SYNC: 38,
+  /** Shard -> supervisor: everything up to this SYNC is applied. */
+  SYNC_ACK: 39,
+  /** Supervisor -> owner shard: list the live IDs of an account. */
+  DEVICES_QUERY: 40,
+  /** Owner shard -> supervisor: the answer, [req, count, (id, shard)...]. */
+  DEVICES_RESULT: 41,
+  /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
+  HTTP_REQUEST: 42,
+  /** Supervisor -> shard: its answer (JSON ApiResponse). */
+  HTTP_RESPONSE: 43,
 } as const;
 
 export type Op = (typeof OP)[keyof typeof OP];
@@ -76,7 +92,15 @@ export type Message =
   | [op: typeof OP.PEER_DOWN, shard: number]
   | [op: typeof OP.SHUTDOWN]
   | [op: typeof OP.CRASH]
-  | [op: typeof OP.STOPPED];
+  | [op: typeof OP.STOPPED]
+  | [op: typeof OP.TOPOLOGY, account: number, ...change: (string | number)[]]
+  | [op: typeof OP.TOPOLOGY_RESET, account: number]
+  | [op: typeof OP.SYNC, seq: number]
+  | [op: typeof OP.SYNC_ACK, seq: number]
+  | [op: typeof OP.DEVICES_QUERY, req: number, account: number]
+  | [op: typeof OP.DEVICES_RESULT, req: number, count: number, ...entries: (string | number)[]]
+  | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
+  | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];
 
 /** Messages that carry a MessagePort (not msgpackr-encodable). */
 export interface PortMessage {
@@ -100,6 +124,8 @@ export interface ShardInit {
   control: MessagePort;
   /** Ports to the other shards, index = peer shard (undefined for itself). */
   peers: (MessagePort | undefined)[];
+  /** Every account's topology as control ops (TOPOLOGY ...), applied before the shard listens. */
+  topology: unknown[];
 }
 
 /** Int32 indexes into the shared counters: velocity minute, connections in it, then open connections per shard. */

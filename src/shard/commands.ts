@@ -3,11 +3,11 @@
 
 import { FAIL_LINE } from '../protocol/codes.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
-import { CMD, PROTO, parseCommand, TARGET } from '../protocol/parser.ts';
-import { failWith, groupReply, OK_DATA_SENT, OK_NODEREMOVED, ok } from '../protocol/replies.ts';
+import { CMD, PROTO, parseCommand } from '../protocol/parser.ts';
+import { failWith, OK_NODEREMOVED, ok } from '../protocol/replies.ts';
 import type { Account } from '../routing/account.ts';
-import { ALIVE, FULL, liveFlags, shardOf, slotOf } from '../routing/handle.ts';
 import type { Connection } from './connection.ts';
+import { cmdPush } from './push.ts';
 import type { ShardActor } from './shard.ts';
 
 /** Parses and executes one line. May block the connection (registration, KEY lookup). */
@@ -37,7 +37,7 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
       conn.account = null;
       return shard.send(conn, OK_NODEREMOVED);
     case CMD.PUSH:
-      return cmdPush(shard, conn, acct);
+      return cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
     case CMD.RETDATA:
       return cmdRetdata(shard, conn, cmd.name);
     case CMD.EMAIL:
@@ -60,124 +60,6 @@ function cmdId(shard: ShardActor, conn: Connection, acct: Account, raw: string):
     return;
   }
   shard.register(conn, acct, id);
-}
-
-/** Token bucket per account on this shard (NODE.PUSH_RATE, burst of one second). */
-function rateAllows(shard: ShardActor, acct: Account): boolean {
-  const rate = shard.config.NODE.PUSH_RATE;
-  if (rate === 0) return true;
-  const now = Date.now();
-  const refill = ((now - acct.tokensAt) * rate) / 1000;
-  acct.tokens = Math.min(rate, acct.tokens + refill);
-  acct.tokensAt = now;
-  if (acct.tokens < 1) return false;
-  acct.tokens -= 1;
-  return true;
-}
-
-/** Remembers a pushed payload for RETDATA (the shard copies fresh entries after the chunk). */
-function remember(shard: ShardActor, conn: Connection, data: string): void {
-  const size = shard.config.NODE.DATA_CACHE;
-  if (size === 0) return;
-  let cache = conn.cache;
-  if (cache === null) {
-    cache = new Array<string>(size);
-    conn.cache = cache;
-  }
-  cache[conn.cacheNext] = data;
-  conn.cacheNext = (conn.cacheNext + 1) % size;
-  conn.cacheFresh++;
-}
-
-/** TCP:PUSH:<KEY>:<TARGET>... (§5). */
-function cmdPush(shard: ShardActor, conn: Connection, acct: Account): void {
-  const cmd = shard.cmd;
-  if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
-  const data = cmd.data;
-  switch (cmd.target) {
-    case TARGET.RID:
-      remember(shard, conn, data);
-      return pushRid(shard, conn, acct, canonicalId(cmd.name), data);
-    case TARGET.FRIENDS:
-      remember(shard, conn, data);
-      return pushFriends(shard, conn, acct, data);
-    case TARGET.CHILDS:
-    case TARGET.ALLCHILDS:
-      // No tree yet (issue 3): every device is a root with no children.
-      remember(shard, conn, data);
-      return shard.send(conn, groupReply(0, 0));
-    case TARGET.PARENT:
-      remember(shard, conn, data);
-      return shard.fail(conn, 'NO_PARENT');
-    case TARGET.RO:
-      remember(shard, conn, data);
-      return shard.fail(conn, 'NO_ROUTER');
-    case TARGET.ALIAS:
-      remember(shard, conn, data);
-      return shard.fail(conn, 'NO_ALIAS');
-    default:
-      // RAW channels arrive with issue 7.
-      return shard.fail(conn, 'UNKNOWN_CMD');
-  }
-}
-
-/** RID: one device, wherever it lives (§5). */
-function pushRid(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): void {
-  const handle = acct.devices.get(id);
-  if (handle === undefined) return shard.fail(conn, 'REM_ID');
-  const target = shardOf(handle);
-  if (target === shard.index) {
-    const peer = shard.conns[slotOf(handle)];
-    if (peer === undefined || peer.handle !== handle || peer.closed) return shard.fail(conn, 'REM_ID');
-    if (!shard.deliverLocal(peer, `PUSH:${data}\r\n`)) return shard.fail(conn, 'REM_LINK');
-  } else {
-    const flags = liveFlags(shard.status, handle);
-    if (!(flags & ALIVE) || shard.links[target] === undefined) return shard.fail(conn, 'REM_ID');
-    if (flags & FULL) return shard.fail(conn, 'REM_LINK');
-    shard.deliverRemote(conn, target, handle, data);
-  }
-  shard.send(conn, OK_DATA_SENT);
-}
-
-/**
- * FRIENDS: siblings under one parent; without a tree every live ID of the account is a root, and all
- * roots are friends of each other (§5). The sender never receives its own group message.
- */
-function pushFriends(shard: ShardActor, conn: Connection, acct: Account, data: string): void {
-  const devices = acct.devices;
-  if (devices.size - 1 > shard.config.NODE.MAX_FANOUT) return shard.fail(conn, 'FANOUT_LIMIT');
-  const scratch = shard.scratch;
-  const status = shard.status;
-  const me = shard.index;
-  const self = conn.handle;
-  let line: string | null = null;
-  let total = 0;
-  let delivered = 0;
-  for (const handle of devices.values()) {
-    if (handle === self) continue;
-    const target = shardOf(handle);
-    if (target === me) {
-      const peer = shard.conns[slotOf(handle)];
-      if (peer === undefined || peer.handle !== handle || peer.closed) continue;
-      total++;
-      if (line === null) line = `PUSH:${data}\r\n`;
-      if (shard.deliverLocal(peer, line)) delivered++;
-    } else {
-      const flags = liveFlags(status, handle);
-      if (!(flags & ALIVE) || shard.links[target] === undefined) continue;
-      total++;
-      if (flags & FULL) continue;
-      scratch[target]!.push(handle);
-      delivered++;
-    }
-  }
-  for (let p = 0; p < scratch.length; p++) {
-    const list = scratch[p]!;
-    if (list.length === 0) continue;
-    shard.deliverRemoteMany(conn, p, list, data);
-    list.length = 0;
-  }
-  shard.send(conn, groupReply(delivered, total));
 }
 
 /** TCP:RETDATA:<KEY>:<N> (§4): N-th oldest cached payload, or all of them for N ≤ 0. */

@@ -30,6 +30,8 @@ export class Connection implements FramerState {
   missedKey: string | null = null;
   pauses = 0;
   commanded = false;
+  /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */
+  http = false;
   closed = false;
   readonly connectedAt: number;
   lastRx: number;

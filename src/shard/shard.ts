@@ -3,8 +3,16 @@
 // to the other shards and the supervisor only through batched, msgpackr-encoded PortLinks.
 // Constructed with plain ports and shared tables, so tests can run it in-process over MessageChannels.
 
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { readRequest, writeResponse } from '../api/http.ts';
+import type { ApiResponse } from '../api/types.ts';
 import type { Config } from '../config/schema.ts';
 import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
@@ -12,11 +20,13 @@ import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
 import { ok, syncLine } from '../protocol/replies.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
+import { applyChange, decodeChange } from '../routing/changes.ts';
 import {
   beginRegistration,
   clearFlag,
   endRegistration,
   FULL,
+  isLive,
   STALE,
   type StatusTables,
   setFlag,
@@ -35,10 +45,6 @@ import {
 import { executeCommand } from './commands.ts';
 import { Connection, PAUSE } from './connection.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
-
-const HTTP_NOT_YET =
-  'HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n' +
-  'The operator HTTP API is served on the HTTP port.';
 
 interface PendingRegistration {
   conn: Connection;
@@ -80,6 +86,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly keyWaits = new Map<number, Connection>();
   private readonly linkPaused = new Set<Connection>();
   private stopping = false;
+  private httpServer: HttpServer | null = null;
+  private readonly httpWaits = new Map<number, ServerResponse>();
   /** Scratch lists of handles per shard for group deliveries. */
   readonly scratch: number[][];
 
@@ -114,6 +122,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       const port = init.peers[p];
       if (port !== undefined && p !== this.index) this.attachPeer(p, port);
     }
+    this.onControl(init.topology);
     this.control = new PortLink(
       -1,
       init.control,
@@ -226,9 +235,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       // splits those bytes: hold a possible method prefix until it is decided.
       const head = conn.pending + chunk;
       if (isHttpStart(head)) {
-        conn.commanded = true;
-        conn.pending = '';
-        conn.socket.end(HTTP_NOT_YET);
+        this.handToHttp(conn, head);
         return;
       }
       if (isHttpPrefix(head)) {
@@ -242,6 +249,38 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     frameLines(conn, chunk, this.maxLine, this);
     this.afterInput(conn);
+  }
+
+  /**
+   * §1: an HTTP request on the device port is served by the operator API. This shard parses HTTP with
+   * node:http and relays each request to the supervisor, which runs the same handlers as the HTTP port.
+   */
+  private handToHttp(conn: Connection, head: string): void {
+    const socket = conn.socket;
+    conn.commanded = true;
+    conn.http = true;
+    conn.pending = '';
+    socket.removeAllListeners('data');
+    socket.pause();
+    socket.unshift(Buffer.from(head, 'latin1'));
+    if (this.httpServer === null) {
+      const server = createHttpServer((req, res) => void this.relayHttp(req, res));
+      server.headersTimeout = 10000;
+      server.requestTimeout = 30000;
+      this.httpServer = server;
+    }
+    this.httpServer.emit('connection', socket);
+    socket.resume();
+  }
+
+  private async relayHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const request = await readRequest(req, res, this.config.HTTP.MAX_BODY);
+    if (request === null) return;
+    const id = ++this.reqSeq;
+    this.httpWaits.set(id, res);
+    res.on('close', () => this.httpWaits.delete(id));
+    this.control.ops.push(OP.HTTP_REQUEST, id, JSON.stringify(request));
+    this.scheduleFlush();
   }
 
   /** Per-chunk bookkeeping after framing: RETDATA copies, idle-flush tracking. */
@@ -626,7 +665,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const conns = this.conns;
     for (let i = 0; i < conns.length; i++) {
       const conn = conns[i];
-      if (conn === undefined || conn.closed) continue;
+      if (conn === undefined || conn.closed || conn.http) continue;
       if (!conn.commanded && now - conn.connectedAt >= this.waitMs) {
         conn.socket.destroy();
         continue;
@@ -803,6 +842,39 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.CREDIT:
           i++;
           break;
+        case OP.TOPOLOGY: {
+          const acct = this.accounts.get(ops[i++] as number);
+          const [change, next] = decodeChange(ops, i);
+          i = next;
+          try {
+            applyChange(acct.topologyForWrite(), change);
+          } catch (err) {
+            this.log.error({ err, account: acct.id, change: change.op }, 'topology replica diverged');
+          }
+          break;
+        }
+        case OP.TOPOLOGY_RESET: {
+          const acct = this.accounts.find(ops[i++] as number);
+          if (acct) acct.topology = null;
+          break;
+        }
+        case OP.HTTP_RESPONSE: {
+          const id = ops[i++] as number;
+          const response = JSON.parse(ops[i++] as string) as ApiResponse;
+          const res = this.httpWaits.get(id);
+          this.httpWaits.delete(id);
+          if (res !== undefined) writeResponse(res, response);
+          break;
+        }
+        case OP.SYNC:
+          this.control.ops.push(OP.SYNC_ACK, ops[i++] as number);
+          this.scheduleFlush();
+          break;
+        case OP.DEVICES_QUERY: {
+          const req = ops[i++] as number;
+          this.answerDevices(req, ops[i++] as number);
+          break;
+        }
         case OP.PEER_DOWN:
           this.onPeerDown(ops[i++] as number);
           break;
@@ -822,6 +894,19 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           i = n;
       }
     }
+  }
+
+  /** Live IDs of an account, from this shard's replica (the owner's is authoritative). */
+  private answerDevices(req: number, accountId: number): void {
+    const acct = this.accounts.find(accountId);
+    const out: (string | number)[] = [];
+    if (acct) {
+      for (const [id, handle] of acct.devices) {
+        if (isLive(this.status, handle)) out.push(id, shardOf(handle));
+      }
+    }
+    this.control.ops.push(OP.DEVICES_RESULT, req, out.length / 2, ...out);
+    this.scheduleFlush();
   }
 
   /** A deleted account: close its connections on this shard. */

@@ -1,8 +1,9 @@
-// The embedded store: node:sqlite in WAL mode, schema versioned by migrations.
+// The embedded store: node:sqlite in WAL mode, schema versioned by migrations, every change in a transaction.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { TopologyChange } from '../routing/changes.ts';
 import { generateKey, hashPassword, isValidEmail, verifyPassword } from './credentials.ts';
 import { type AccountRecord, type Store, StoreError } from './store.ts';
 
@@ -14,6 +15,38 @@ const MIGRATIONS: readonly string[] = [
      key TEXT NOT NULL UNIQUE,
      level INTEGER NOT NULL,
      created_at INTEGER NOT NULL
+   )`,
+  `CREATE TABLE tree_nodes (
+     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     parent TEXT,
+     PRIMARY KEY (account_id, id)
+   );
+   CREATE INDEX tree_nodes_parent ON tree_nodes(account_id, parent);
+   CREATE TABLE routers (
+     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     PRIMARY KEY (account_id, name)
+   );
+   CREATE TABLE router_members (
+     account_id INTEGER NOT NULL,
+     router TEXT NOT NULL,
+     id TEXT NOT NULL,
+     PRIMARY KEY (account_id, router, id),
+     FOREIGN KEY (account_id, router) REFERENCES routers(account_id, name) ON DELETE CASCADE
+   );
+   CREATE TABLE aliases (
+     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     targets TEXT NOT NULL,
+     PRIMARY KEY (account_id, name)
+   );
+   CREATE TABLE signups (
+     token TEXT PRIMARY KEY,
+     email TEXT NOT NULL,
+     password TEXT NOT NULL,
+     level INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
    )`,
 ];
 
@@ -30,12 +63,11 @@ function toRecord(row: Row | undefined): AccountRecord | null {
   return { id: row.id, email: row.email, key: row.key, level: row.level, createdAt: row.created_at };
 }
 
+const COLS = 'id, email, key, level, created_at';
+
 export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
-  private readonly byKey: StatementSync;
-  private readonly byEmail: StatementSync;
-  private readonly byId: StatementSync;
-  private readonly insert: StatementSync;
+  private readonly stmts = new Map<string, StatementSync>();
 
   /** Opens (creating) `<dir>/p2pcluster.db`; `:memory:` for a throwaway store. */
   constructor(dir: string) {
@@ -45,15 +77,32 @@ export class SqliteStore implements Store {
       file = join(dir, 'p2pcluster.db');
     }
     this.db = new DatabaseSync(file);
-    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
-    this.migrate();
-    const cols = 'id, email, key, level, created_at';
-    this.byKey = this.db.prepare(`SELECT ${cols} FROM accounts WHERE key = ?`);
-    this.byEmail = this.db.prepare(`SELECT ${cols} FROM accounts WHERE email = ?`);
-    this.byId = this.db.prepare(`SELECT ${cols} FROM accounts WHERE id = ?`);
-    this.insert = this.db.prepare(
-      'INSERT INTO accounts (email, password, key, level, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id',
+    this.db.exec(
+      'PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;',
     );
+    this.migrate();
+  }
+
+  /** A cached prepared statement. */
+  private q(sql: string): StatementSync {
+    let s = this.stmts.get(sql);
+    if (s === undefined) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  private tx<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const out = fn();
+      this.db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
   }
 
   private migrate(): void {
@@ -62,50 +111,188 @@ export class SqliteStore implements Store {
     let version = row?.version ?? 0;
     if (row === undefined) this.db.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
     while (version < MIGRATIONS.length) {
-      this.db.exec('BEGIN IMMEDIATE');
-      try {
+      const next = version + 1;
+      this.tx(() => {
         this.db.exec(MIGRATIONS[version]!);
-        version++;
-        this.db.prepare('UPDATE schema_version SET version = ?').run(version);
-        this.db.exec('COMMIT');
-      } catch (err) {
-        this.db.exec('ROLLBACK');
-        throw err;
-      }
+        this.db.prepare('UPDATE schema_version SET version = ?').run(next);
+      });
+      version = next;
     }
   }
 
   createAccount(email: string, password: string | null, level: number): AccountRecord {
     if (!isValidEmail(email)) throw new StoreError('INVALID', `not an e-mail address: ${email}`);
-    if (this.byEmail.get(email) !== undefined) throw new StoreError('EXISTS', `account exists: ${email}`);
+    return this.insertAccount(email, password === null ? null : hashPassword(password), level);
+  }
+
+  private insertAccount(email: string, hash: string | null, level: number): AccountRecord {
+    if (this.q(`SELECT id FROM accounts WHERE email = ?`).get(email) !== undefined) {
+      throw new StoreError('EXISTS', `account exists: ${email}`);
+    }
     const key = generateKey();
     const now = Math.floor(Date.now() / 1000);
-    const hash = password === null ? null : hashPassword(password);
-    const row = this.insert.get(email, hash, key, level, now) as { id: number };
+    const row = this.q(
+      'INSERT INTO accounts (email, password, key, level, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id',
+    ).get(email, hash, key, level, now) as { id: number };
     return { id: row.id, email, key, level, createdAt: now };
   }
 
   accountByKey(key: string): AccountRecord | null {
-    return toRecord(this.byKey.get(key.toUpperCase()) as Row | undefined);
+    return toRecord(this.q(`SELECT ${COLS} FROM accounts WHERE key = ?`).get(key.toUpperCase()) as Row | undefined);
   }
 
   accountByEmail(email: string): AccountRecord | null {
-    return toRecord(this.byEmail.get(email) as Row | undefined);
+    return toRecord(this.q(`SELECT ${COLS} FROM accounts WHERE email = ?`).get(email) as Row | undefined);
   }
 
   accountById(id: number): AccountRecord | null {
-    return toRecord(this.byId.get(id) as Row | undefined);
+    return toRecord(this.q(`SELECT ${COLS} FROM accounts WHERE id = ?`).get(id) as Row | undefined);
   }
 
   countAccounts(): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM accounts').get() as { n: number }).n;
+    return (this.q('SELECT count(*) AS n FROM accounts').get() as { n: number }).n;
+  }
+
+  listAccounts(): AccountRecord[] {
+    return (this.q(`SELECT ${COLS} FROM accounts ORDER BY id`).all() as unknown as Row[]).map((r) => toRecord(r)!);
   }
 
   checkPassword(email: string, password: string): boolean {
-    const row = this.db.prepare('SELECT password FROM accounts WHERE email = ?').get(email) as
+    const row = this.q('SELECT password FROM accounts WHERE email = ?').get(email) as
       | { password: string | null }
       | undefined;
     return row?.password != null && verifyPassword(password, row.password);
+  }
+
+  deleteAccount(id: number): void {
+    this.tx(() => {
+      this.q('DELETE FROM router_members WHERE account_id = ?').run(id);
+      this.q('DELETE FROM accounts WHERE id = ?').run(id);
+    });
+  }
+
+  resetKey(id: number): AccountRecord {
+    this.q('UPDATE accounts SET key = ? WHERE id = ?').run(generateKey(), id);
+    const acct = this.accountById(id);
+    if (acct === null) throw new StoreError('INVALID', `no account ${id}`);
+    return acct;
+  }
+
+  setLevel(id: number, level: number): AccountRecord {
+    this.q('UPDATE accounts SET level = ? WHERE id = ?').run(level, id);
+    const acct = this.accountById(id);
+    if (acct === null) throw new StoreError('INVALID', `no account ${id}`);
+    return acct;
+  }
+
+  setPassword(id: number, password: string): void {
+    this.q('UPDATE accounts SET password = ? WHERE id = ?').run(hashPassword(password), id);
+  }
+
+  createSignup(email: string, password: string, level: number, token: string, expiresAt: number): void {
+    if (!isValidEmail(email)) throw new StoreError('INVALID', `not an e-mail address: ${email}`);
+    this.q('DELETE FROM signups WHERE expires_at < ?').run(Math.floor(Date.now() / 1000));
+    this.q('INSERT INTO signups (token, email, password, level, expires_at) VALUES (?, ?, ?, ?, ?)').run(
+      token,
+      email,
+      hashPassword(password),
+      level,
+      expiresAt,
+    );
+  }
+
+  activateSignup(token: string, now: number): AccountRecord | null {
+    return this.tx(() => {
+      const row = this.q('SELECT email, password, level, expires_at FROM signups WHERE token = ?').get(token) as
+        | { email: string; password: string; level: number; expires_at: number }
+        | undefined;
+      if (row === undefined) return null;
+      this.q('DELETE FROM signups WHERE token = ?').run(token);
+      if (row.expires_at < now) return null;
+      return this.insertAccount(row.email, row.password, row.level);
+    });
+  }
+
+  loadTopology(accountId: number): TopologyChange[] {
+    const out: TopologyChange[] = [];
+    // Parents before children, so replaying the list rebuilds the tree.
+    const nodes = this.q(
+      `WITH RECURSIVE ordered(id, parent, depth) AS (
+         SELECT id, parent, 0 FROM tree_nodes WHERE account_id = ?1 AND parent IS NULL
+         UNION ALL
+         SELECT t.id, t.parent, o.depth + 1 FROM tree_nodes t JOIN ordered o ON t.parent = o.id WHERE t.account_id = ?1)
+       SELECT id, parent FROM ordered ORDER BY depth`,
+    ).all(accountId) as { id: string; parent: string | null }[];
+    for (const n of nodes) out.push({ op: 'node-add', id: n.id, parent: n.parent });
+    const routers = this.q('SELECT name FROM routers WHERE account_id = ? ORDER BY name').all(accountId) as {
+      name: string;
+    }[];
+    for (const r of routers) out.push({ op: 'router-add', name: r.name });
+    const members = this.q('SELECT router, id FROM router_members WHERE account_id = ? ORDER BY router, id').all(
+      accountId,
+    ) as { router: string; id: string }[];
+    for (const m of members) out.push({ op: 'member-add', router: m.router, id: m.id });
+    const aliases = this.q('SELECT name, targets FROM aliases WHERE account_id = ? ORDER BY name').all(accountId) as {
+      name: string;
+      targets: string;
+    }[];
+    for (const a of aliases) out.push({ op: 'alias-set', name: a.name, targets: JSON.parse(a.targets) as string[] });
+    return out;
+  }
+
+  saveChange(accountId: number, c: TopologyChange): void {
+    this.tx(() => {
+      const a = accountId;
+      switch (c.op) {
+        case 'node-add':
+          this.q('INSERT INTO tree_nodes (account_id, id, parent) VALUES (?, ?, ?)').run(a, c.id, c.parent);
+          return;
+        case 'node-move':
+          this.q('UPDATE tree_nodes SET parent = ? WHERE account_id = ? AND id = ?').run(c.parent, a, c.id);
+          return;
+        case 'node-delete': {
+          const ids = this.q(
+            `WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL
+               SELECT t.id FROM tree_nodes t JOIN sub ON t.parent = sub.id WHERE t.account_id = ?)
+             SELECT id FROM sub`,
+          ).all(c.id, a) as { id: string }[];
+          const del = this.q('DELETE FROM tree_nodes WHERE account_id = ? AND id = ?');
+          for (const { id } of ids) del.run(a, id);
+          return;
+        }
+        case 'node-rename':
+          this.q('UPDATE tree_nodes SET id = ? WHERE account_id = ? AND id = ?').run(c.to, a, c.from);
+          this.q('UPDATE tree_nodes SET parent = ? WHERE account_id = ? AND parent = ?').run(c.to, a, c.from);
+          return;
+        case 'router-add':
+          this.q('INSERT INTO routers (account_id, name) VALUES (?, ?)').run(a, c.name);
+          return;
+        case 'router-delete':
+          this.q('DELETE FROM router_members WHERE account_id = ? AND router = ?').run(a, c.name);
+          this.q('DELETE FROM routers WHERE account_id = ? AND name = ?').run(a, c.name);
+          return;
+        case 'member-add':
+          this.q('INSERT OR IGNORE INTO router_members (account_id, router, id) VALUES (?, ?, ?)').run(
+            a,
+            c.router,
+            c.id,
+          );
+          return;
+        case 'member-delete':
+          this.q('DELETE FROM router_members WHERE account_id = ? AND router = ? AND id = ?').run(a, c.router, c.id);
+          return;
+        case 'alias-set':
+          this.q('INSERT OR REPLACE INTO aliases (account_id, name, targets) VALUES (?, ?, ?)').run(
+            a,
+            c.name,
+            JSON.stringify(c.targets),
+          );
+          return;
+        case 'alias-delete':
+          this.q('DELETE FROM aliases WHERE account_id = ? AND name = ?').run(a, c.name);
+          return;
+      }
+    });
   }
 
   close(): void {

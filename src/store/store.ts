@@ -1,5 +1,7 @@
 // The storage interface. The embedded implementation is SQLite (node:sqlite); a Redis one comes with
-// cluster mode, and both must pass test/store.contract.ts.
+// cluster mode, and both must pass the contract suite in test/store.contract.ts.
+
+import type { TopologyChange } from '../routing/changes.ts';
 
 export interface AccountRecord {
   id: number;
@@ -19,6 +21,23 @@ export interface Store {
   countAccounts(): number;
   /** True when the password matches the account's stored scrypt hash. */
   checkPassword(email: string, password: string): boolean;
+  listAccounts(): AccountRecord[];
+  /** Deletes the account and everything it owns (topology, tokens). */
+  deleteAccount(id: number): void;
+  /** Gives the account a fresh KEY; the old one stops working. */
+  resetKey(id: number): AccountRecord;
+  setLevel(id: number, level: number): AccountRecord;
+  setPassword(id: number, password: string): void;
+
+  /** Pending self-service sign-ups: an expiring, single-use activation token. */
+  createSignup(email: string, password: string, level: number, token: string, expiresAt: number): void;
+  /** Consumes a token: creates the account if the token is valid and unexpired, else null. */
+  activateSignup(token: string, now: number): AccountRecord | null;
+
+  /** The saved topology of an account, as changes that rebuild it in order. */
+  loadTopology(accountId: number): TopologyChange[];
+  /** Persists one already-validated change atomically. */
+  saveChange(accountId: number, change: TopologyChange): void;
   close(): void;
 }
 

@@ -4,9 +4,11 @@
 import { createServer } from 'node:net';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { Config } from '../config/schema.ts';
-import { MAX_SLOTS_PER_SHARD } from '../config/schema.ts';
+import type { ApiRequest, ApiResponse } from '../api/types.ts';
+import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
+import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable } from '../routing/handle.ts';
+import { Topology } from '../routing/topology.ts';
 import { PortLink } from '../runtime/link.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
@@ -32,6 +34,16 @@ export class Supervisor {
   private stopping = false;
   private readyWaiters: (() => void)[] = [];
   private stoppedWaiters = new Map<number, () => void>();
+  /** Serves HTTP requests relayed from the device port. */
+  httpHandler: ((req: ApiRequest) => Promise<ApiResponse>) | null = null;
+  /** Sends an e-mail through the mail service; null while no mail transport is configured. */
+  mailer: ((to: string, subject: string, body: string) => Promise<void>) | null = null;
+  /** The authoritative topology of every account (persisted in the store, replicated to every shard). */
+  private readonly topologies = new Map<number, Topology>();
+  private syncSeq = 0;
+  private syncWaits: { seq: number; pending: Set<number>; resolve: () => void }[] = [];
+  private querySeq = 0;
+  private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
 
   constructor(config: Config, store: Store, log: Logger, shardCount: number) {
     this.config = config;
@@ -51,6 +63,13 @@ export class Supervisor {
 
   /** Spawns every shard and resolves once all of them listen. */
   async start(): Promise<void> {
+    for (const acct of this.store.listAccounts()) {
+      const changes = this.store.loadTopology(acct.id);
+      if (changes.length === 0) continue;
+      const t = new Topology();
+      for (const c of changes) applyChange(t, c);
+      this.topologies.set(acct.id, t);
+    }
     this.port = this.config.PServer.ServerPort || (await freePort(this.config.PServer.HOST));
     const n = this.shardCount;
     // Full mesh: ports[i][j] is shard i's end of the channel to shard j.
@@ -83,6 +102,7 @@ export class Supervisor {
       counters: this.counters,
       control: control.port2,
       peers,
+      topology: this.topologySnapshot(),
     };
     const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
     const worker = new Worker(SHARD_ENTRY, { workerData: init, transferList: transfer, name: `shard-${index}` });
@@ -120,6 +140,36 @@ export class Supervisor {
         case OP.STOPPED:
           this.stoppedWaiters.get(index)?.();
           break;
+        case OP.HTTP_REQUEST: {
+          const req = ops[i++] as number;
+          const request = JSON.parse(ops[i++] as string) as ApiRequest;
+          const handler = this.httpHandler;
+          const reply = (r: ApiResponse): void => {
+            const c = this.shards[index]!.control;
+            if (!c) return;
+            c.ops.push(OP.HTTP_RESPONSE, req, JSON.stringify(r));
+            c.flush();
+          };
+          if (handler === null) reply({ status: 503, headers: {}, body: '' });
+          else
+            handler(request).then(reply, (err: unknown) => {
+              this.log.error({ err }, 'relayed HTTP request failed');
+              reply({ status: 500, headers: {}, body: '' });
+            });
+          break;
+        }
+        case OP.SYNC_ACK:
+          this.synced(index, ops[i++] as number);
+          break;
+        case OP.DEVICES_RESULT: {
+          const req = ops[i++] as number;
+          const count = ops[i++] as number;
+          const list: { id: string; shard: number }[] = [];
+          for (let k = 0; k < count; k++) list.push({ id: ops[i++] as string, shard: ops[i++] as number });
+          this.deviceQueries.get(req)?.(list);
+          this.deviceQueries.delete(req);
+          break;
+        }
         case OP.CREDIT:
           i++;
           break;
@@ -138,6 +188,7 @@ export class Supervisor {
     slot.control?.close();
     slot.control = null;
     slot.ready = false;
+    this.synced(index, Number.MAX_SAFE_INTEGER);
     if (this.stopping) return;
     this.log.error({ shard: index, code }, 'shard exited; restarting it');
     clearAllFlags(new Int32Array(this.status[index]!));
@@ -171,13 +222,94 @@ export class Supervisor {
     this.spawn(index, peers);
   }
 
-  /** Tells every shard that an account's KEY or level changed (key null: deleted). */
-  accountChanged(acct: AccountRecord, deleted = false): void {
+  /** Every account's topology as TOPOLOGY control ops, for a shard that starts. */
+  private topologySnapshot(): unknown[] {
+    const out: unknown[] = [];
+    for (const [account, t] of this.topologies) {
+      for (const c of changesOf(t)) out.push(OP.TOPOLOGY, account, ...encodeChange(c));
+    }
+    return out;
+  }
+
+  /** Sends control ops to every live shard. */
+  private broadcast(ops: unknown[]): void {
     for (const s of this.shards) {
       if (!s.control) continue;
-      s.control.ops.push(OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level);
+      for (const x of ops) s.control.ops.push(x);
       s.control.flush();
     }
+  }
+
+  /** Resolves when every live shard has applied everything sent to it before this call. */
+  barrier(): Promise<void> {
+    const seq = ++this.syncSeq;
+    const pending = new Set<number>();
+    this.shards.forEach((s, i) => {
+      if (s.control) pending.add(i);
+    });
+    if (pending.size === 0) return Promise.resolve();
+    this.broadcast([OP.SYNC, seq]);
+    return new Promise((resolve) => this.syncWaits.push({ seq, pending, resolve }));
+  }
+
+  private synced(shard: number, seq: number): void {
+    this.syncWaits = this.syncWaits.filter((w) => {
+      if (w.seq <= seq) w.pending.delete(shard);
+      if (w.pending.size > 0) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
+  /** Tells every shard that an account's KEY or level changed, or that it was deleted; resolves once applied. */
+  async accountChanged(acct: AccountRecord, deleted = false): Promise<void> {
+    this.broadcast([OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level]);
+    if (deleted) {
+      this.topologies.delete(acct.id);
+      this.broadcast([OP.TOPOLOGY_RESET, acct.id]);
+    }
+    await this.barrier();
+  }
+
+  /** An account's topology (read-only use; changes go through changeTopology). */
+  topologyOf(accountId: number): Topology {
+    return this.topologies.get(accountId) ?? new Topology();
+  }
+
+  /**
+   * Validates, applies, persists and replicates one change; resolves when every shard applied it.
+   * Throws TopologyFailure (nothing changed) when it is invalid.
+   */
+  async changeTopology(acct: AccountRecord, change: TopologyChange): Promise<void> {
+    let t = this.topologies.get(acct.id);
+    const created = t === undefined;
+    t ??= new Topology();
+    applyChange(t, change, planValue(this.config.USER['2NODEPERTREE'], acct.level));
+    try {
+      this.store.saveChange(acct.id, change);
+    } catch (err) {
+      // The store refused: rebuild the in-memory model from what is persisted.
+      const fresh = new Topology();
+      for (const c of this.store.loadTopology(acct.id)) applyChange(fresh, c);
+      this.topologies.set(acct.id, fresh);
+      throw err;
+    }
+    if (created) this.topologies.set(acct.id, t);
+    this.broadcast([OP.TOPOLOGY, acct.id, ...encodeChange(change)]);
+    await this.barrier();
+  }
+
+  /** Live devices of an account, as the owner shard sees them. */
+  devicesOnline(accountId: number): Promise<{ id: string; shard: number }[]> {
+    const owner = this.shards[accountId % this.shardCount]!;
+    if (!owner.control) return Promise.resolve([]);
+    const req = ++this.querySeq;
+    const link = owner.control;
+    return new Promise((resolve) => {
+      this.deviceQueries.set(req, resolve);
+      link.ops.push(OP.DEVICES_QUERY, req, accountId);
+      link.flush();
+    });
   }
 
   /** Test hook: makes shard `index` throw, as a bug would. */

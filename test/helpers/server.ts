@@ -16,6 +16,9 @@ export interface TestServer extends RunningServer {
 
 let accounts = 0;
 
+/** The admin bearer token of test servers. */
+export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
+
 type Blocks = { [B in keyof ConfigOverrides]: ConfigOverrides[B] };
 
 export async function startTestServer(overrides: Blocks = {}, opts: { keepData?: string } = {}): Promise<TestServer> {
@@ -24,6 +27,7 @@ export async function startTestServer(overrides: Blocks = {}, opts: { keepData?:
     ...overrides,
     PServer: { ServerPort: 0, HOST: '127.0.0.1', WORKERS: 2, ...overrides.PServer },
     STORE: { PATH: dataDir, ...overrides.STORE },
+    HTTP: { PORT: 0, HOST: '127.0.0.1', ADMIN_TOKEN, ...overrides.HTTP },
     LOG: { LEVEL: process.env.P2PC_TEST_LOG ?? 'silent', ...overrides.LOG },
   };
   const server = await startServer({ overrides: base, env: {} });

@@ -1,0 +1,168 @@
+// PUSH targets (PROTOCOL.md §5): one handler per target, one group-delivery path for all groups.
+//
+// Group accounting: members that are in the topology (tree, router, alias) count toward the total even while
+// offline (they are not delivered, `[OK:<d>/<t>]`); devices outside the tree count only while live
+// (FRIENDS of roots). The sender never receives its own group message.
+
+import { canonicalId } from '../protocol/ids.ts';
+import { TARGET, type Target } from '../protocol/parser.ts';
+import { groupReply, OK_DATA_SENT } from '../protocol/replies.ts';
+import type { Account } from '../routing/account.ts';
+import { ALIVE, FULL, liveFlags, shardOf, slotOf } from '../routing/handle.ts';
+import type { Connection } from './connection.ts';
+import type { ShardActor } from './shard.ts';
+
+/** Reusable list of group members: a handle, or 0 for a member that is offline. */
+const members: number[] = [];
+
+/** Token bucket per account on this shard (NODE.PUSH_RATE, burst of one second). */
+function rateAllows(shard: ShardActor, acct: Account): boolean {
+  const rate = shard.config.NODE.PUSH_RATE;
+  if (rate === 0) return true;
+  const now = Date.now();
+  const refill = ((now - acct.tokensAt) * rate) / 1000;
+  acct.tokens = Math.min(rate, acct.tokens + refill);
+  acct.tokensAt = now;
+  if (acct.tokens < 1) return false;
+  acct.tokens -= 1;
+  return true;
+}
+
+/** Remembers a pushed payload for RETDATA (the shard copies fresh entries after the chunk). */
+function remember(shard: ShardActor, conn: Connection, data: string): void {
+  const size = shard.config.NODE.DATA_CACHE;
+  if (size === 0) return;
+  let cache = conn.cache;
+  if (cache === null) {
+    cache = new Array<string>(size);
+    conn.cache = cache;
+  }
+  cache[conn.cacheNext] = data;
+  conn.cacheNext = (conn.cacheNext + 1) % size;
+  conn.cacheFresh++;
+}
+
+/** TCP:PUSH:<KEY>:<TARGET>... */
+export function cmdPush(
+  shard: ShardActor,
+  conn: Connection,
+  acct: Account,
+  target: Target,
+  name: string,
+  data: string,
+): void {
+  if (target === TARGET.RAW) return shard.fail(conn, 'UNKNOWN_CMD'); // RAW channels arrive with issue 7
+  if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
+  remember(shard, conn, data);
+  const me = conn.id!;
+  const topo = acct.topology;
+  members.length = 0;
+  switch (target) {
+    case TARGET.RID:
+      return shard.send(conn, pushOne(shard, conn, acct, canonicalId(name), data));
+    case TARGET.PARENT: {
+      const parent = topo?.parentOf(me) ?? null;
+      if (parent === null) return shard.fail(conn, 'NO_PARENT');
+      return shard.send(conn, pushOne(shard, conn, acct, parent, data));
+    }
+    case TARGET.FRIENDS:
+      if (topo !== null && topo.parentOf(me) !== null) {
+        for (const id of topo.siblingsOf(me)) if (id !== me) addMember(acct, id);
+      } else {
+        // §5: all roots, and every live ID that is not in the tree, are friends of each other.
+        if (topo !== null) for (const id of topo.roots()) if (id !== me) addMember(acct, id);
+        for (const [id, handle] of acct.devices) {
+          if (handle !== conn.handle && (topo === null || !topo.has(id)) && isLive(shard, handle)) members.push(handle);
+        }
+      }
+      break;
+    case TARGET.CHILDS:
+      if (topo !== null) for (const id of topo.childrenOf(me)) addMember(acct, id);
+      break;
+    case TARGET.ALLCHILDS:
+      topo?.forEachDescendant(me, (id) => addMember(acct, id));
+      break;
+    case TARGET.RO: {
+      const router = topo?.routers.get(canonicalId(name));
+      if (router === undefined || !router.has(me)) return shard.fail(conn, 'NO_ROUTER');
+      for (const id of router) if (id !== me) addMember(acct, id);
+      break;
+    }
+    case TARGET.ALIAS: {
+      const targets = topo?.aliases.get(canonicalId(name));
+      if (targets === undefined) return shard.fail(conn, 'NO_ALIAS');
+      if (targets.length === 1) return shard.send(conn, pushOne(shard, conn, acct, targets[0]!, data));
+      for (const id of targets) if (id !== me) addMember(acct, id);
+      break;
+    }
+    default:
+      return shard.fail(conn, 'UNKNOWN_CMD');
+  }
+  if (members.length > shard.config.NODE.MAX_FANOUT) return shard.fail(conn, 'FANOUT_LIMIT');
+  shard.send(conn, deliverGroup(shard, conn, data));
+}
+
+/** True when the handle is a live registration (one memory read for a remote shard). */
+function isLive(shard: ShardActor, handle: number): boolean {
+  const target = shardOf(handle);
+  if (target !== shard.index)
+    return (liveFlags(shard.status, handle) & ALIVE) !== 0 && shard.links[target] !== undefined;
+  const peer = shard.conns[slotOf(handle)];
+  return peer !== undefined && peer.handle === handle && !peer.closed;
+}
+
+function addMember(acct: Account, id: string): void {
+  members.push(acct.devices.get(id) ?? 0);
+}
+
+/** RID semantics: the reply for one device. */
+function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): string {
+  const handle = acct.devices.get(id);
+  if (handle === undefined) return '[FAIL:REM_ID]\r\n';
+  const target = shardOf(handle);
+  if (target === shard.index) {
+    const peer = shard.conns[slotOf(handle)];
+    if (peer === undefined || peer.handle !== handle || peer.closed) return '[FAIL:REM_ID]\r\n';
+    if (!shard.deliverLocal(peer, `PUSH:${data}\r\n`)) return '[FAIL:REM_LINK]\r\n';
+  } else {
+    const flags = liveFlags(shard.status, handle);
+    if (!(flags & ALIVE) || shard.links[target] === undefined) return '[FAIL:REM_ID]\r\n';
+    if (flags & FULL) return '[FAIL:REM_LINK]\r\n';
+    shard.deliverRemote(conn, target, handle, data);
+  }
+  return OK_DATA_SENT;
+}
+
+/** Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. */
+function deliverGroup(shard: ShardActor, conn: Connection, data: string): string {
+  const scratch = shard.scratch;
+  const status = shard.status;
+  const me = shard.index;
+  const total = members.length;
+  let line: string | null = null;
+  let delivered = 0;
+  for (let i = 0; i < total; i++) {
+    const handle = members[i]!;
+    if (handle === 0) continue;
+    const target = shardOf(handle);
+    if (target === me) {
+      const peer = shard.conns[slotOf(handle)];
+      if (peer === undefined || peer.handle !== handle || peer.closed) continue;
+      if (line === null) line = `PUSH:${data}\r\n`;
+      if (shard.deliverLocal(peer, line)) delivered++;
+    } else {
+      const flags = liveFlags(status, handle);
+      if (!(flags & ALIVE) || flags & FULL || shard.links[target] === undefined) continue;
+      scratch[target]!.push(handle);
+      delivered++;
+    }
+  }
+  for (let p = 0; p < scratch.length; p++) {
+    const list = scratch[p]!;
+    if (list.length === 0) continue;
+    shard.deliverRemoteMany(conn, p, list, data);
+    list.length = 0;
+  }
+  members.length = 0;
+  return groupReply(delivered, total);
+}
