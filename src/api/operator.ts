@@ -99,7 +99,10 @@ export class OperatorApi {
       caller,
       body() {
         if (parsed !== null) return parsed;
-        if (req.body.trim() === '') return (parsed = {});
+        if (req.body.trim() === '') {
+          parsed = {};
+          return parsed;
+        }
         let v: unknown;
         try {
           v = JSON.parse(req.body);
