@@ -546,26 +546,19 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   /** Delivers a message line to a local connection; false when its buffer is full. */
   deliverLocal(conn: Connection, line: string): boolean {
-    if (!this.hasRoom(conn)) {
-      this.markFull(conn);
-      return false;
-    }
+    if (!this.hasRoom(conn)) return false;
     this.send(conn, line);
     return true;
   }
 
-  /** A delivery promised by another shard (its status said there was room): always queued. */
+  /**
+   * A delivery promised by another shard (the FULL flag it read was clear): always queued. The overshoot
+   * is bounded by the link's in-flight limit; the flush then sets FULL if the socket cannot take it.
+   */
   acceptRemote(handle: number, line: string): void {
     const conn = this.conns[slotOf(handle)];
     if (conn === undefined || conn.handle !== handle || conn.closed) return;
     this.send(conn, line);
-    if (!this.hasRoom(conn)) this.markFull(conn);
-  }
-
-  private markFull(conn: Connection): void {
-    if (conn.fullSince !== 0) return;
-    conn.fullSince = Date.now();
-    if (conn.handle !== 0) setFlag(this.table, conn.slot, FULL);
   }
 
   private clearFull(conn: Connection): void {
@@ -604,6 +597,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           continue;
         }
         this.flushConn(conn);
+        // FULL means what the socket could not take: over the bound after writing, until it drains.
         if (conn.socket.writableLength > this.maxOut) this.onBackedUp(conn);
       }
     }
@@ -617,7 +611,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** The device is not reading: stop reading from it too, until its socket drains. */
   private onBackedUp(conn: Connection): void {
     if (conn.pauses & PAUSE.OUTPUT) return;
-    this.markFull(conn);
+    conn.fullSince = Date.now();
+    if (conn.handle !== 0) setFlag(this.table, conn.slot, FULL);
     this.pause(conn, PAUSE.OUTPUT);
     conn.socket.once('drain', () => {
       this.clearFull(conn);

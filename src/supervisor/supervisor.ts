@@ -314,8 +314,10 @@ export class Supervisor {
 
   /** Test hook: makes shard `index` throw, as a bug would. */
   crashShard(index: number): void {
-    const c = this.shards[index]?.control;
-    if (!c) return;
+    const slot = this.shards[index];
+    const c = slot?.control;
+    if (!slot || !c) return;
+    slot.ready = false; // waitReady() now waits for the replacement
     c.ops.push(OP.CRASH);
     c.flush();
   }
