@@ -126,7 +126,14 @@ export function pipeline(
 }
 
 /** Ping-pong: A pushes to B, B pushes the same payload back; returns round-trip times in µs. */
-export function pingPong(a: Socket, b: Socket, key: string, idA: string, idB: string, rounds: number): Promise<number[]> {
+export function pingPong(
+  a: Socket,
+  b: Socket,
+  key: string,
+  idA: string,
+  idB: string,
+  rounds: number,
+): Promise<number[]> {
   return new Promise((resolve, reject) => {
     const times: number[] = [];
     let t0 = 0;

@@ -1,7 +1,7 @@
 // Micro-benchmarks of the hot functions (tinybench): framing, parsing, routing lookups, batch codec.
 
 import { Bench } from 'tinybench';
-import { frameLines, type FramerState, type LineSink } from '../src/protocol/framer.ts';
+import { type FramerState, frameLines, type LineSink } from '../src/protocol/framer.ts';
 import { ParsedCommand, parseCommand } from '../src/protocol/parser.ts';
 import { groupReply } from '../src/protocol/replies.ts';
 import { beginRegistration, liveFlags, newStatusTable } from '../src/routing/handle.ts';

@@ -26,9 +26,12 @@ const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').
 interface Server {
   child: ChildProcess;
   port: number;
+  httpPort: number;
   key: string;
   dir: string;
 }
+
+const ADMIN = 'bench-admin-token-000000000000000';
 
 async function startServer(workers: number): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'p2pc-bench-'));
@@ -44,20 +47,24 @@ async function startServer(workers: number): Promise<Server> {
       P2PC_PSERVER_WORKERS: String(workers),
       P2PC_STORE_PATH: dir,
       P2PC_LOG_LEVEL: 'info',
+      P2PC_HTTP_PORT: '0',
+      P2PC_HTTP_HOST: '127.0.0.1',
+      P2PC_HTTP_ADMIN_TOKEN: ADMIN,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const port = await new Promise<number>((resolve, reject) => {
+  const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
     let acc = '';
     child.stdout!.on('data', (b: Buffer) => {
       acc += b.toString();
       const m = /"port":(\d+),"shards":\d+,"msg":"device port listening"/.exec(acc);
-      if (m) resolve(Number(m[1]));
+      const h = /"port":(\d+),"msg":"operator HTTP API listening"/.exec(acc);
+      if (m && h) resolve([Number(m[1]), Number(h[1])]);
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
   child.stdout!.resume();
-  return { child, port, key, dir };
+  return { child, port, httpPort, key, dir };
 }
 
 async function stopServer(s: Server): Promise<void> {
