@@ -1,7 +1,9 @@
-// Command line: `p2pcluster start`, `p2pcluster account add <email> [--password <pw>] [--level <n>]`.
+// Command line: `p2pcluster start`, `account add` (on the store), `config`, and the subcommands of
+// src/cli-remote.ts that act on a running server through its operator API.
 
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { CliError, REMOTE_USAGE, runRemote } from './cli-remote.ts';
 import { ConfigError, renderDefaultConf } from './config/load.ts';
 import { openStore, resolveConfig, startServer } from './main.ts';
 import { StoreError } from './store/store.ts';
@@ -9,7 +11,8 @@ import { StoreError } from './store/store.ts';
 const USAGE = `usage:
   p2pcluster start [--config <Server.conf>]
   p2pcluster account add <email> [--password <pw>] [--level <1..4>] [--config <Server.conf>]
-  p2pcluster config [--out <file>]      print (or write) a Server.conf with every key and its default`;
+  p2pcluster config [--out <file>]      print (or write) a Server.conf with every key and its default
+${REMOTE_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -20,6 +23,12 @@ async function main(argv: string[]): Promise<number> {
       password: { type: 'string' },
       level: { type: 'string' },
       out: { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      key: { type: 'string' },
+      account: { type: 'string' },
+      parent: { type: 'string' },
+      root: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -50,7 +59,8 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keep running
     }
     case 'account': {
-      if (sub !== 'add' || arg === undefined) break;
+      if (sub !== 'add') return remote(opts, values, command, positionals.slice(1));
+      if (arg === undefined) break;
       const config = resolveConfig(opts);
       const level = values.level === undefined ? config.USER.DEFAULT_LEVEL : Number(values.level);
       if (!Number.isInteger(level) || level < 1 || level > 4) {
@@ -66,6 +76,11 @@ async function main(argv: string[]): Promise<number> {
         store.close();
       }
     }
+    case 'tree':
+    case 'router':
+    case 'alias':
+    case 'devices':
+      return remote(opts, values, command, positionals.slice(1));
     case 'config': {
       const text = renderDefaultConf();
       if (values.out) writeFileSync(values.out, text);
@@ -77,13 +92,33 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
+async function remote(
+  opts: { configFile: string | undefined; env: NodeJS.ProcessEnv },
+  values: Record<string, string | boolean | undefined>,
+  command: string,
+  args: string[],
+): Promise<number> {
+  const config = resolveConfig(opts);
+  const s = (k: string): string | undefined => values[k] as string | undefined;
+  const out = await runRemote(
+    config,
+    { url: s('url'), token: s('token'), key: s('key'), account: s('account') },
+    command,
+    args,
+    { parent: s('parent'), root: values.root as boolean | undefined },
+  );
+  process.stdout.write(`${out}\n`);
+  return 0;
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof StoreError) process.stderr.write(`p2pcluster: ${err.message}\n`);
-    else process.stderr.write(`p2pcluster: ${(err as Error)?.stack ?? String(err)}\n`);
+    if (err instanceof ConfigError || err instanceof StoreError || err instanceof CliError) {
+      process.stderr.write(`p2pcluster: ${err.message}\n`);
+    } else process.stderr.write(`p2pcluster: ${(err as Error)?.stack ?? String(err)}\n`);
     process.exitCode = 1;
   },
 );
