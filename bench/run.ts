@@ -137,6 +137,85 @@ async function idleRss(s: Server): Promise<number> {
   return (after - before) / IDLE;
 }
 
+async function api(s: Server, method: string, path: string, body?: unknown): Promise<unknown> {
+  const res = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text === '' ? null : JSON.parse(text);
+}
+
+/** Runs fn over items with at most `n` calls in flight. */
+async function inParallel<T>(items: T[], n: number, fn: (x: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+async function newAccount(s: Server): Promise<{ path: string; key: string }> {
+  const email = `topo${++idSeq}@bench.example`;
+  const r = (await api(s, 'POST', '/api/v1/accounts', { email })) as { key: string };
+  return { path: `/api/v1/accounts/${encodeURIComponent(email)}`, key: r.key };
+}
+
+/** 1 → 1,000 through CHILDS (a parent with 1,000 children) or RO (a router of 1,001 members). */
+async function topoFanout(s: Server, kind: 'CHILDS' | 'RO'): Promise<number> {
+  const { path, key } = await newAccount(s);
+  const ids = Array.from({ length: 1000 }, (_, i) => `M${i}`);
+  if (kind === 'CHILDS') {
+    await api(s, 'POST', `${path}/tree/nodes`, { id: 'P' });
+    await inParallel(ids, 32, (id) => api(s, 'POST', `${path}/tree/nodes`, { id, parent: 'P' }));
+  } else {
+    await api(s, 'POST', `${path}/routers`, { name: 'R' });
+    await inParallel(['P', ...ids], 32, (id) => api(s, 'PUT', `${path}/routers/R/members/${id}`));
+  }
+  const members = [];
+  for (let i = 0; i < ids.length; i += 250) {
+    members.push(...(await Promise.all(ids.slice(i, i + 250).map((id) => register(s.port, key, id)))));
+  }
+  const sender = await register(s.port, key, 'P');
+  const line = `TCP:PUSH:${key}:${kind === 'CHILDS' ? 'CHILDS' : 'RO:R'}:${PAYLOAD}\r\n`;
+  const r = await pipeline(sender, members, line, Math.max(100, Math.floor(FANOUT / 10)), 1000, 32);
+  sender.destroy();
+  for (const m of members) m.destroy();
+  return r.perSecond;
+}
+
+/** Time for a topology change to be applied on every shard, with 10,000 live devices under the moved node. */
+async function topoChange(s: Server): Promise<{ move: number; alias: number; member: number }> {
+  const { path, key } = await newAccount(s);
+  const n = Math.min(IDLE, 10_000);
+  const ids = Array.from({ length: n }, (_, i) => `D${i}`);
+  await api(s, 'POST', `${path}/tree/nodes`, { id: 'A' });
+  await api(s, 'POST', `${path}/tree/nodes`, { id: 'B' });
+  await api(s, 'POST', `${path}/routers`, { name: 'R' });
+  await inParallel(ids, 64, (id) => api(s, 'POST', `${path}/tree/nodes`, { id, parent: 'A' }));
+  const socks = [];
+  for (let i = 0; i < ids.length; i += 250) {
+    socks.push(...(await Promise.all(ids.slice(i, i + 250).map((id) => register(s.port, key, id)))));
+  }
+  const timeIt = async (fn: (i: number) => Promise<unknown>): Promise<number> => {
+    const t: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      await fn(i);
+      t.push(performance.now() - t0);
+    }
+    return median(t);
+  };
+  const move = await timeIt((i) => api(s, 'PATCH', `${path}/tree/nodes/A`, { parent: i % 2 === 0 ? 'B' : null }));
+  const alias = await timeIt((i) => api(s, 'PUT', `${path}/aliases/X`, { target: ids[i]! }));
+  const member = await timeIt((i) => api(s, i % 2 === 0 ? 'PUT' : 'DELETE', `${path}/routers/R/members/D1`));
+  for (const x of socks) x.destroy();
+  return { move, alias, member };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)]!;
@@ -151,6 +230,10 @@ async function endToEnd(): Promise<string> {
     'fan-out deliveries/s (1 → 100 FRIENDS)': [],
     'round-trip latency p50 / p99 (µs)': [],
     [`RSS per idle registered connection at ${fmtInt(IDLE)} (bytes)`]: [],
+    'CHILDS fan-out deliveries/s (1 → 1,000 children)': [],
+    'RO fan-out deliveries/s (1 → 1,000 router members)': [],
+    'topology change applied on every shard, 10,000 live devices: move subtree / re-point alias / router member (ms)':
+      [],
   };
   const cols = Object.values(rows);
   for (const workers of WORKERS) {
@@ -171,10 +254,16 @@ async function endToEnd(): Promise<string> {
         f.push(await fanout(s));
       }
       const l = await rtt(s);
+      const childs = await topoFanout(s, 'CHILDS');
+      const ro = await topoFanout(s, 'RO');
+      const change = await topoChange(s);
       cols[0]!.push(`${fmtInt(median(p))} (${range(p)})`);
       cols[1]!.push(`${fmtInt(median(f))} (${range(f)})`);
       cols[2]!.push(`${fmtInt(l.p50)} / ${fmtInt(l.p99)}`);
       cols[3]!.push(fmtInt(mem));
+      cols[4]!.push(fmtInt(childs));
+      cols[5]!.push(fmtInt(ro));
+      cols[6]!.push(`${change.move.toFixed(2)} / ${change.alias.toFixed(2)} / ${change.member.toFixed(2)}`);
       process.stderr.write(`workers=${workers} done\n`);
     } finally {
       await stopServer(s);
