@@ -5,14 +5,15 @@
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
 // BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1).
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
+import { ADMIN, rssBytes, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const env = process.env;
@@ -22,63 +23,6 @@ const FANOUT = Number(env.BENCH_FANOUT ?? 20_000);
 const RTT = Number(env.BENCH_RTT ?? 5000);
 const IDLE = Number(env.BENCH_IDLE ?? 10_000);
 const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').map(Number);
-
-interface Server {
-  child: ChildProcess;
-  port: number;
-  httpPort: number;
-  key: string;
-  dir: string;
-}
-
-const ADMIN = 'bench-admin-token-000000000000000';
-
-async function startServer(workers: number): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), 'p2pc-bench-'));
-  const store = new SqliteStore(dir);
-  const key = store.createAccount('bench@bench.example', null, 4).key;
-  store.close();
-  const child = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'start'], {
-    cwd: ROOT,
-    env: {
-      ...env,
-      P2PC_PSERVER_SERVERPORT: '0',
-      P2PC_PSERVER_HOST: '127.0.0.1',
-      P2PC_PSERVER_WORKERS: String(workers),
-      P2PC_STORE_PATH: dir,
-      P2PC_LOG_LEVEL: 'info',
-      P2PC_HTTP_PORT: '0',
-      P2PC_HTTP_HOST: '127.0.0.1',
-      P2PC_HTTP_ADMIN_TOKEN: ADMIN,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
-    let acc = '';
-    child.stdout!.on('data', (b: Buffer) => {
-      acc += b.toString();
-      const m = /"port":(\d+),"shards":\d+,"msg":"device port listening"/.exec(acc);
-      const h = /"port":(\d+),"msg":"operator HTTP API listening"/.exec(acc);
-      if (m && h) resolve([Number(m[1]), Number(h[1])]);
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  child.stdout!.resume();
-  return { child, port, httpPort, key, dir };
-}
-
-async function stopServer(s: Server): Promise<void> {
-  const exited = new Promise((r) => s.child.once('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
-  rmSync(s.dir, { recursive: true, force: true });
-}
-
-function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /VmRSS:\s+(\d+) kB/.exec(status);
-  return m ? Number(m[1]) * 1024 : Number.NaN;
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let idSeq = 0;

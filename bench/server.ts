@@ -1,0 +1,69 @@
+// Starts and stops a real P2Pcluster server as a child process for benchmarks (fresh temp store, free ports).
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SqliteStore } from '../src/store/sqlite.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const env = process.env;
+
+export interface Server {
+  child: ChildProcess;
+  port: number;
+  httpPort: number;
+  key: string;
+  dir: string;
+}
+
+export const ADMIN = 'bench-admin-token-000000000000000';
+
+export async function startServer(workers: number): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'p2pc-bench-'));
+  const store = new SqliteStore(dir);
+  const key = store.createAccount('bench@bench.example', null, 4).key;
+  store.close();
+  const child = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'start'], {
+    cwd: ROOT,
+    env: {
+      ...env,
+      P2PC_PSERVER_SERVERPORT: '0',
+      P2PC_PSERVER_HOST: '127.0.0.1',
+      P2PC_PSERVER_WORKERS: String(workers),
+      P2PC_STORE_PATH: dir,
+      P2PC_LOG_LEVEL: 'info',
+      P2PC_HTTP_PORT: '0',
+      P2PC_HTTP_HOST: '127.0.0.1',
+      P2PC_HTTP_ADMIN_TOKEN: ADMIN,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [port, httpPort] = await new Promise<[number, number]>((resolve, reject) => {
+    let acc = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      acc += b.toString();
+      const m = /"port":(\d+),"shards":\d+,"msg":"device port listening"/.exec(acc);
+      const h = /"port":(\d+),"msg":"operator HTTP API listening"/.exec(acc);
+      if (m && h) resolve([Number(m[1]), Number(h[1])]);
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  child.stdout!.resume();
+  return { child, port, httpPort, key, dir };
+}
+
+export async function stopServer(s: Server): Promise<void> {
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await exited;
+  rmSync(s.dir, { recursive: true, force: true });
+}
+
+/** Resident memory of a process (all its threads), in bytes. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
