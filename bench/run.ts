@@ -7,13 +7,14 @@
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
-import { ADMIN, rssBytes, type Server, startServer, stopServer } from './server.ts';
+import { ADMIN, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const env = process.env;
@@ -28,18 +29,42 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 let idSeq = 0;
 const freshId = (p: string): string => `${p}${++idSeq}`;
 
-async function p2p(s: Server): Promise<number> {
-  const rid = freshId('R');
-  const receiver = await register(s.port, s.key, rid);
-  const sender = await register(s.port, s.key, freshId('S'));
-  const line = `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`;
-  const r = await pipeline(sender, [receiver], line, P2P, 1, 16384);
-  sender.destroy();
-  receiver.destroy();
-  return r.perSecond;
+interface Rate {
+  perSecond: number;
+  /** Broker CPU (all threads) per delivery, µs. */
+  cpu: number;
 }
 
-async function fanout(s: Server): Promise<number> {
+/** Registers a device that landed on `shard` (the kernel picks; the devices API tells which). */
+async function onShard(s: Server, key: string, prefix: string, shard: number): Promise<[Socket, string]> {
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const id = freshId(prefix);
+    const sock = await register(s.port, key, id);
+    const r = (await (
+      await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
+        headers: { authorization: `Bearer ${key}` },
+      })
+    ).json()) as { devices: { id: string; shard: number }[] };
+    if (r.devices.find((d) => d.id === id)?.shard === shard) return [sock, id];
+    sock.destroy();
+  }
+  throw new Error(`no connection landed on shard ${shard}`);
+}
+
+/** Point-to-point; with `across`, sender on shard 0 and receiver on shard 1 (else both on shard 0). */
+async function p2p(s: Server, across = false): Promise<Rate> {
+  const [receiver, rid] = await onShard(s, s.key, 'R', across ? 1 : 0);
+  const [sender] = await onShard(s, s.key, 'S', 0);
+  const line = `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`;
+  const cpu0 = cpuMicros(s.child.pid!);
+  const r = await pipeline(sender, [receiver], line, P2P, 1, 16384);
+  const cpu = (cpuMicros(s.child.pid!) - cpu0) / r.deliveries;
+  sender.destroy();
+  receiver.destroy();
+  return { perSecond: r.perSecond, cpu };
+}
+
+async function fanout(s: Server): Promise<Rate> {
   // A fresh account per run, so FRIENDS is exactly the 100 receivers.
   const store = new SqliteStore(s.dir);
   const key = store.createAccount(`fan${++idSeq}@bench.example`, null, 4).key;
@@ -48,10 +73,12 @@ async function fanout(s: Server): Promise<number> {
   for (let i = 0; i < 100; i++) receivers.push(await register(s.port, key, freshId('F')));
   const sender = await register(s.port, key, freshId('FS'));
   const line = `TCP:PUSH:${key}:FRIENDS:${PAYLOAD}\r\n`;
+  const cpu0 = cpuMicros(s.child.pid!);
   const r = await pipeline(sender, receivers, line, FANOUT, 100, 256);
+  const cpu = (cpuMicros(s.child.pid!) - cpu0) / r.deliveries;
   sender.destroy();
   for (const x of receivers) x.destroy();
-  return r.perSecond;
+  return { perSecond: r.perSecond, cpu };
 }
 
 async function rtt(s: Server): Promise<{ p50: number; p99: number }> {
@@ -170,8 +197,10 @@ const range = (xs: number[]): string => `${fmtInt(Math.min(...xs))}–${fmtInt(M
 
 async function endToEnd(): Promise<string> {
   const rows: Record<string, string[]> = {
-    'point-to-point msgs/s (1 → 1, 64 B, pipelined)': [],
+    'point-to-point msgs/s (1 → 1, 64 B, pipelined, same shard)': [],
+    'point-to-point msgs/s, sender and receiver on different shards': [],
     'fan-out deliveries/s (1 → 100 FRIENDS)': [],
+    'broker CPU per delivery: p2p same shard / p2p across shards / fan-out (µs, all threads)': [],
     'round-trip latency p50 / p99 (µs)': [],
     [`RSS per idle registered connection at ${fmtInt(IDLE)} (bytes)`]: [],
     'CHILDS fan-out deliveries/s (1 → 1,000 children)': [],
@@ -191,23 +220,31 @@ async function endToEnd(): Promise<string> {
     }
     const s = await startServer(workers);
     try {
-      const p = [];
-      const f = [];
+      const p: Rate[] = [];
+      const f: Rate[] = [];
+      const x: Rate[] = [];
       for (let i = 0; i < RUNS; i++) {
         p.push(await p2p(s));
+        if (workers > 1) x.push(await p2p(s, true));
         f.push(await fanout(s));
       }
       const l = await rtt(s);
       const childs = await topoFanout(s, 'CHILDS');
       const ro = await topoFanout(s, 'RO');
       const change = await topoChange(s);
-      cols[0]!.push(`${fmtInt(median(p))} (${range(p)})`);
-      cols[1]!.push(`${fmtInt(median(f))} (${range(f)})`);
-      cols[2]!.push(`${fmtInt(l.p50)} / ${fmtInt(l.p99)}`);
-      cols[3]!.push(fmtInt(mem));
-      cols[4]!.push(fmtInt(childs));
-      cols[5]!.push(fmtInt(ro));
-      cols[6]!.push(`${change.move.toFixed(2)} / ${change.alias.toFixed(2)} / ${change.member.toFixed(2)}`);
+      const pr = p.map((x) => x.perSecond);
+      const fr = f.map((x) => x.perSecond);
+      const xr = x.map((r) => r.perSecond);
+      cols[0]!.push(`${fmtInt(median(pr))} (${range(pr)})`);
+      cols[1]!.push(x.length === 0 ? '—' : `${fmtInt(median(xr))} (${range(xr)})`);
+      cols[2]!.push(`${fmtInt(median(fr))} (${range(fr)})`);
+      const cpuX = x.length === 0 ? '—' : median(x.map((r) => r.cpu)).toFixed(2);
+      cols[3]!.push(`${median(p.map((r) => r.cpu)).toFixed(2)} / ${cpuX} / ${median(f.map((r) => r.cpu)).toFixed(2)}`);
+      cols[4]!.push(`${fmtInt(l.p50)} / ${fmtInt(l.p99)}`);
+      cols[5]!.push(fmtInt(mem));
+      cols[6]!.push(fmtInt(childs));
+      cols[7]!.push(fmtInt(ro));
+      cols[8]!.push(`${change.move.toFixed(2)} / ${change.alias.toFixed(2)} / ${change.member.toFixed(2)}`);
       process.stderr.write(`workers=${workers} done\n`);
     } finally {
       await stopServer(s);

@@ -25,7 +25,9 @@ export async function startServer(workers: number): Promise<Server> {
   const store = new SqliteStore(dir);
   const key = store.createAccount('bench@bench.example', null, 4).key;
   store.close();
-  const child = spawn(process.execPath, [join(ROOT, 'src/cli.ts'), 'start'], {
+  // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the server's node.
+  const nodeArgs = (env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli.ts'), 'start'], {
     cwd: ROOT,
     env: {
       ...env,
@@ -66,4 +68,11 @@ export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = /VmRSS:\s+(\d+) kB/.exec(status);
   return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+/** CPU time (user + system, all threads) a process has used so far, in microseconds. */
+export function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks of 10 ms
 }

@@ -49,6 +49,9 @@ export class PortLink {
   /** DIR_* messages received from the peer and applied. */
   dirApplied = 0;
   dirAckDue = false;
+  /** The handle of the last DELIVER queued and the index of its data in `ops` (delivery coalescing). */
+  lastHandle = 0;
+  lastData = -1;
 
   constructor(peer: number, port: MessagePort, limit: number, onBatch: BatchHandler, onPort?: PortHandler) {
     this.peer = peer;

@@ -22,6 +22,8 @@ export class Connection implements FramerState {
   /** Output queued this turn (latin1 text) and its length. */
   out = '';
   outBytes = 0;
+  /** `[OK:DATA_SENT]` replies queued after `out` (see ShardActor.sendDataSent). */
+  okRun = 0;
   queued = false;
   /** Waiting for another thread (registration, KEY lookup): lines are not executed meanwhile. */
   blocked = false;

@@ -6,7 +6,7 @@
 
 import { canonicalId } from '../protocol/ids.ts';
 import { TARGET, type Target } from '../protocol/parser.ts';
-import { groupReply, OK_DATA_SENT } from '../protocol/replies.ts';
+import { groupReply } from '../protocol/replies.ts';
 import type { Account } from '../routing/account.ts';
 import { ALIVE, FULL, liveFlags, shardOf, slotOf } from '../routing/handle.ts';
 import type { Connection } from './connection.ts';
@@ -56,14 +56,13 @@ export function cmdPush(
   remember(shard, conn, data);
   const me = conn.id!;
   const topo = acct.topology;
-  members.length = 0;
   switch (target) {
     case TARGET.RID:
-      return shard.send(conn, pushOne(shard, conn, acct, canonicalId(name), data));
+      return replyOne(shard, conn, pushOne(shard, conn, acct, canonicalId(name), data));
     case TARGET.PARENT: {
       const parent = topo?.parentOf(me) ?? null;
       if (parent === null) return shard.fail(conn, 'NO_PARENT');
-      return shard.send(conn, pushOne(shard, conn, acct, parent, data));
+      return replyOne(shard, conn, pushOne(shard, conn, acct, parent, data));
     }
     case TARGET.FRIENDS:
       if (topo !== null && topo.parentOf(me) !== null) {
@@ -91,14 +90,17 @@ export function cmdPush(
     case TARGET.ALIAS: {
       const targets = topo?.aliases.get(canonicalId(name));
       if (targets === undefined) return shard.fail(conn, 'NO_ALIAS');
-      if (targets.length === 1) return shard.send(conn, pushOne(shard, conn, acct, targets[0]!, data));
+      if (targets.length === 1) return replyOne(shard, conn, pushOne(shard, conn, acct, targets[0]!, data));
       for (const id of targets) if (id !== me) addMember(acct, id);
       break;
     }
     default:
       return shard.fail(conn, 'UNKNOWN_CMD');
   }
-  if (members.length > shard.config.NODE.MAX_FANOUT) return shard.fail(conn, 'FANOUT_LIMIT');
+  if (members.length > shard.config.NODE.MAX_FANOUT) {
+    members.length = 0;
+    return shard.fail(conn, 'FANOUT_LIMIT');
+  }
   shard.send(conn, deliverGroup(shard, conn, data));
 }
 
@@ -115,22 +117,31 @@ function addMember(acct: Account, id: string): void {
   members.push(acct.devices.get(id) ?? 0);
 }
 
-/** RID semantics: the reply for one device. */
-function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): string {
+const SENT = 0;
+const REM_ID = 1;
+const REM_LINK = 2;
+
+function replyOne(shard: ShardActor, conn: Connection, result: number): void {
+  if (result === SENT) shard.sendDataSent(conn);
+  else shard.fail(conn, result === REM_ID ? 'REM_ID' : 'REM_LINK');
+}
+
+/** RID semantics: deliver to one device; SENT, REM_ID or REM_LINK. */
+function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): number {
   const handle = acct.devices.get(id);
-  if (handle === undefined) return '[FAIL:REM_ID]\r\n';
+  if (handle === undefined) return REM_ID;
   const target = shardOf(handle);
   if (target === shard.index) {
     const peer = shard.conns[slotOf(handle)];
-    if (peer === undefined || peer.handle !== handle || peer.closed) return '[FAIL:REM_ID]\r\n';
-    if (!shard.deliverLocal(peer, `PUSH:${data}\r\n`)) return '[FAIL:REM_LINK]\r\n';
+    if (peer === undefined || peer.handle !== handle || peer.closed) return REM_ID;
+    if (!shard.deliverLocal(peer, `PUSH:${data}\r\n`)) return REM_LINK;
   } else {
     const flags = liveFlags(shard.status, handle);
-    if (!(flags & ALIVE) || shard.links[target] === undefined) return '[FAIL:REM_ID]\r\n';
-    if (flags & FULL) return '[FAIL:REM_LINK]\r\n';
+    if (!(flags & ALIVE) || shard.links[target] === undefined) return REM_ID;
+    if (flags & FULL) return REM_LINK;
     shard.deliverRemote(conn, target, handle, data);
   }
-  return OK_DATA_SENT;
+  return SENT;
 }
 
 /** Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. */

@@ -18,7 +18,7 @@ import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
-import { ok, syncLine } from '../protocol/replies.ts';
+import { OK_DATA_SENT, ok, syncLine } from '../protocol/replies.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
 import {
@@ -530,6 +530,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   /** Queues text for the connection; written once per event-loop turn. */
   send(conn: Connection, text: string): void {
+    if (conn.okRun !== 0) this.endOkRun(conn);
     conn.out += text;
     conn.outBytes += text.length;
     if (!conn.queued) {
@@ -537,6 +538,25 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       this.dirty.push(conn);
       this.scheduleFlush();
     }
+  }
+
+  /**
+   * `[OK:DATA_SENT]`: a pipelining sender gets thousands in a row, so they are counted and written as one
+   * repeated string instead of one rope node each.
+   */
+  sendDataSent(conn: Connection): void {
+    conn.okRun++;
+    conn.outBytes += OK_DATA_SENT.length;
+    if (!conn.queued) {
+      conn.queued = true;
+      this.dirty.push(conn);
+      this.scheduleFlush();
+    }
+  }
+
+  private endOkRun(conn: Connection): void {
+    conn.out += conn.okRun === 1 ? OK_DATA_SENT : OK_DATA_SENT.repeat(conn.okRun);
+    conn.okRun = 0;
   }
 
   /** True when the connection may take more output (below NODE.MAX_OUTBUF). */
@@ -576,6 +596,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private flushConn(conn: Connection): void {
     if (conn.outBytes === 0) return;
+    if (conn.okRun !== 0) this.endOkRun(conn);
     const text = conn.out;
     conn.out = '';
     conn.outBytes = 0;
@@ -594,6 +615,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         if (conn.closed) {
           conn.out = '';
           conn.outBytes = 0;
+          conn.okRun = 0;
           continue;
         }
         this.flushConn(conn);
@@ -623,7 +645,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** Queues a delivery to a handle on another shard; pauses the producer when that link is congested. */
   deliverRemote(producer: Connection, shard: number, handle: number, data: string): void {
     const link = this.links[shard]!;
-    link.ops.push(OP.DELIVER, handle, data);
+    const ops = link.ops;
+    // Consecutive deliveries to one handle travel as one op: the receiver adds the first "PUSH:" and the
+    // last CRLF, the lines in between are joined here.
+    if (link.lastHandle === handle && link.lastData === ops.length - 1) {
+      ops[link.lastData] = `${ops[link.lastData] as string}\r\nPUSH:${data}`;
+    } else {
+      ops.push(OP.DELIVER, handle, data);
+      link.lastHandle = handle;
+      link.lastData = ops.length - 1;
+    }
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
   }

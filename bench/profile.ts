@@ -1,0 +1,76 @@
+// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout] [workers]`.
+// Starts the server with --cpu-prof, runs the load, stops it, and prints the top functions by self time
+// for every thread's profile. Profiles stay in bench/results/profiles/ for flame-graph tools.
+
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SqliteStore } from '../src/store/sqlite.ts';
+import { PAYLOAD, pipeline, register } from './load.ts';
+import { cpuMicros, startServer, stopServer } from './server.ts';
+
+const kind = process.argv[2] ?? 'p2p';
+const workers = Number(process.argv[3] ?? 1);
+const dir = fileURLToPath(new URL('./results/profiles', import.meta.url));
+rmSync(dir, { recursive: true, force: true });
+mkdirSync(dir, { recursive: true });
+process.env.BENCH_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${dir}`;
+const s = await startServer(workers);
+let deliveries = 0;
+const cpu0 = cpuMicros(s.child.pid!);
+if (kind === 'p2p') {
+  const r = await register(s.port, s.key, 'PR');
+  const snd = await register(s.port, s.key, 'PS');
+  const res = await pipeline(snd, [r], `TCP:PUSH:${s.key}:RID:PR:${PAYLOAD}\r\n`, 1_000_000, 1, 16384);
+  deliveries = res.deliveries;
+  process.stdout.write(`p2p ${Math.round(res.perSecond)} msgs/s\n`);
+} else {
+  const store = new SqliteStore(s.dir);
+  const key = store.createAccount('fan@profile.example', null, 4).key;
+  store.close();
+  const rs = await Promise.all(Array.from({ length: 100 }, (_, i) => register(s.port, key, `F${i}`)));
+  const snd = await register(s.port, key, 'FS');
+  const res = await pipeline(snd, rs, `TCP:PUSH:${key}:FRIENDS:${PAYLOAD}\r\n`, 20_000, 100, 256);
+  deliveries = res.deliveries;
+  process.stdout.write(`fan-out ${Math.round(res.perSecond)} deliveries/s\n`);
+}
+process.stdout.write(`broker CPU ${((cpuMicros(s.child.pid!) - cpu0) / deliveries).toFixed(3)} µs per delivery\n`);
+await stopServer(s);
+
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount: number;
+}
+for (const f of readdirSync(dir)) {
+  const prof = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nodes: Node[] };
+  const self = new Map<string, number>();
+  let total = 0;
+  for (const n of prof.nodes) {
+    const url = n.callFrame.url.replace(/^.*\/(src|node_modules|bench)\//, '$1/');
+    const name = `${n.callFrame.functionName || '(anon)'} ${url}:${n.callFrame.lineNumber + 1}`;
+    self.set(name, (self.get(name) ?? 0) + n.hitCount);
+    total += n.hitCount;
+  }
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  process.stdout.write(`\n${f} (${total} samples)\n`);
+  for (const [name, hits] of top) process.stdout.write(`${((100 * hits) / total).toFixed(1).padStart(5)}%  ${name}\n`);
+}
+
+// Line-level ticks of the hottest project functions (V8 positionTicks).
+interface LineNode extends Node {
+  positionTicks?: { line: number; ticks: number }[];
+}
+for (const f of readdirSync(dir)) {
+  const prof = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nodes: LineNode[] };
+  const lines = new Map<string, number>();
+  for (const n of prof.nodes) {
+    if (!n.callFrame.url.includes('/src/') || !n.positionTicks) continue;
+    const file = n.callFrame.url.replace(/^.*\/src\//, 'src/');
+    for (const t of n.positionTicks) lines.set(`${file}:${t.line}`, (lines.get(`${file}:${t.line}`) ?? 0) + t.ticks);
+  }
+  if (lines.size === 0) continue;
+  process.stdout.write(`\nhottest lines in ${f}\n`);
+  for (const [l, t] of [...lines].sort((a, b) => b[1] - a[1]).slice(0, 25))
+    process.stdout.write(`${String(t).padStart(6)}  ${l}\n`);
+}
