@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
 import type { TopologyChange } from '../routing/changes.ts';
 import { TopologyFailure } from '../routing/topology.ts';
-import type { AccountRecord } from '../store/store.ts';
+import { type AccountRecord, StoreError } from '../store/store.ts';
 import type { OperatorApi } from './operator.ts';
 import { type ApiResponse, text } from './types.ts';
 
@@ -104,7 +104,13 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         return ok('ACTIVATION_MAIL_SENT');
       }
       case '/USERAUTH': {
-        const acct = api.store.activateSignup(need('TOKEN'), nowSeconds());
+        let acct: AccountRecord | null;
+        try {
+          acct = api.store.activateSignup(need('TOKEN'), nowSeconds());
+        } catch (err) {
+          if (err instanceof StoreError) throw new LegacyFail(err.code);
+          throw err;
+        }
         if (acct === null) throw new LegacyFail('INVALID_TOKEN');
         return ok(`${acct.email}:${acct.key}:`);
       }
@@ -172,10 +178,10 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         const acct = byKey();
         const topo = api.supervisor.topologyOf(acct.id);
         const node = get('NODE');
-        if (node === undefined || node === '') return ok([...topo.roots()].join(','));
+        if (node === undefined || node === '') return ok([...topo.roots()].sort().join(','));
         const n = id('NODE');
         if (!topo.has(n)) throw new LegacyFail('NO_NODE');
-        return ok([...topo.childrenOf(n)].join(','));
+        return ok([...topo.childrenOf(n)].sort().join(','));
       }
       case '/ADDINTROUTER': {
         const acct = byKey();
@@ -224,20 +230,21 @@ function nowSeconds(): number {
 
 /**
  * `{100|200|101}<br>UID->100,200<br>100->101<br>`: every node breadth first, then one line per node with
- * children, the account (its e-mail) standing for the top. With a NODE, the subtree under it.
+ * children, the account (its e-mail) standing for the top. With a NODE, the subtree under it. Siblings are
+ * listed in sorted order, so the answer does not depend on the order of edits.
  */
 export function legacyTree(api: OperatorApi, acct: AccountRecord, node: string | null): string {
   const topo = api.supervisor.topologyOf(acct.id);
   if (node !== null && !topo.has(node)) return 'FAIL:NO_NODE';
   const order: string[] = [];
   const lines: string[] = [];
-  const top = node === null ? [...topo.roots()] : [node];
+  const top = node === null ? [...topo.roots()].sort() : [node];
   if (node === null) lines.push(`${acct.email}->${top.join(',')}`);
   const queue = [...top];
   for (let i = 0; i < queue.length; i++) {
     const cur = queue[i]!;
     order.push(cur);
-    const children = [...topo.childrenOf(cur)];
+    const children = [...topo.childrenOf(cur)].sort();
     if (children.length > 0) {
       lines.push(`${cur}->${children.join(',')}`);
       queue.push(...children);

@@ -69,6 +69,12 @@ export const OPENAPI = {
   },
   security: [{ bearer: [] }],
   paths: {
+    '/api/v1/health': {
+      get: { summary: 'Liveness of the server and its shard count', security: [], responses: { '200': ok('status') } },
+    },
+    '/api/v1/openapi.json': {
+      get: { summary: 'This document', security: [], responses: { '200': ok('OpenAPI 3.1') } },
+    },
     '/api/v1/accounts': {
       get: { summary: 'List accounts (admin)', responses: { '200': ok('accounts'), ...errors } },
       post: {

@@ -46,6 +46,7 @@ const TOPOLOGY_STATUS: Record<string, number> = {
   NOT_MEMBER: 404,
   NO_ALIAS: 404,
   TREE_FULL: 422,
+  TREE_FORBIDDEN: 422,
 };
 
 export class OperatorApi {
@@ -73,7 +74,11 @@ export class OperatorApi {
         if (route.method !== req.method) continue;
         const params: Params = {};
         route.names.forEach((n, i) => {
-          params[n] = decodeURIComponent(m[i + 1]!);
+          try {
+            params[n] = decodeURIComponent(m[i + 1]!);
+          } catch {
+            throw new ApiError(400, 'INVALID_PATH', `bad percent-encoding in the path segment for {${n}}`, n);
+          }
         });
         return await route.handler(this.context(req, params, url.searchParams));
       }
@@ -133,6 +138,8 @@ export class OperatorApi {
 
   requireAdmin(ctx: Context): void {
     if (ctx.admin) return;
+    if (ctx.caller !== null)
+      throw new ApiError(403, 'FORBIDDEN', 'this call needs the admin token, not an account KEY');
     if (this.config.HTTP.ADMIN_TOKEN === '') {
       throw new ApiError(403, 'ADMIN_DISABLED', 'admin calls are disabled: set HTTP.ADMIN_TOKEN');
     }
@@ -261,8 +268,11 @@ export class OperatorApi {
       if (rename !== null && rename !== id && topo.has(rename)) {
         throw new ApiError(409, 'NODE_EXISTS', `${rename} is already in the tree`, 'id');
       }
-      if (hasParent) await this.change(acct, { op: 'node-move', id, parent });
-      if (rename !== null && rename !== id) await this.change(acct, { op: 'node-rename', from: id, to: rename });
+      const changes: TopologyChange[] = [];
+      if (hasParent) changes.push({ op: 'node-move', id, parent });
+      if (rename !== null && rename !== id) changes.push({ op: 'node-rename', from: id, to: rename });
+      // One unit: validated, persisted and applied together, or not at all.
+      if (changes.length > 0) await this.supervisor.changeTopology(acct, changes);
       const finalId = rename ?? id;
       return json(200, { id: finalId, parent: this.supervisor.topologyOf(acct.id).parentOf(finalId) });
     });
@@ -360,10 +370,21 @@ function publicAccount(a: AccountRecord): { email: string; level: number; create
   return { email: a.email, level: a.level, createdAt: a.createdAt };
 }
 
+/** Each root's subtree breadth first, roots and siblings sorted, so the answer does not depend on the order of edits. */
 function treeJson(api: OperatorApi, acct: AccountRecord): unknown {
   const topo = api.supervisor.topologyOf(acct.id);
-  const nodes = topo.edges().map(([id, parent]) => ({ id, parent, children: [...topo.childrenOf(id)].sort() }));
-  return { roots: [...topo.roots()].sort(), nodes };
+  const roots = [...topo.roots()].sort();
+  const nodes: { id: string; parent: string | null; children: string[] }[] = [];
+  for (const root of roots) {
+    const queue = [root];
+    for (let i = 0; i < queue.length; i++) {
+      const id = queue[i]!;
+      const children = [...topo.childrenOf(id)].sort();
+      nodes.push({ id, parent: topo.parentOf(id), children });
+      queue.push(...children);
+    }
+  }
+  return { roots, nodes };
 }
 
 function str(b: Record<string, unknown>, field: string): string {

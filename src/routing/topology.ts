@@ -11,7 +11,8 @@ export type TopologyError =
   | 'ROUTER_EXISTS'
   | 'NOT_MEMBER'
   | 'NO_ALIAS'
-  | 'TREE_FULL'; // past the plan's nodes-per-tree
+  | 'TREE_FULL' // past the plan's nodes-per-tree
+  | 'TREE_FORBIDDEN'; // the plan allows no tree
 
 export class TopologyFailure extends Error {
   readonly code: TopologyError;
@@ -147,10 +148,13 @@ export class Topology {
     if (!n) throw new TopologyFailure('NO_NODE', `${from} is not in the tree`);
     if (from === to) return;
     if (this.nodes.has(to)) throw new TopologyFailure('NODE_EXISTS', `${to} is already in the tree`);
-    this.unlink(from, n.parent);
+    // Keep the node's place among its siblings.
+    const siblings = n.parent === null ? this.rootSet : this.nodes.get(n.parent)!.children!;
+    const order = [...siblings];
+    siblings.clear();
+    for (const x of order) siblings.add(x === from ? to : x);
     this.nodes.delete(from);
     this.nodes.set(to, n);
-    this.link(to, n.parent);
     if (n.children) for (const c of n.children) this.nodes.get(c)!.parent = to;
   }
 

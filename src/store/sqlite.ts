@@ -202,15 +202,18 @@ export class SqliteStore implements Store {
   }
 
   activateSignup(token: string, now: number): AccountRecord | null {
-    return this.tx(() => {
+    const result = this.tx((): AccountRecord | null | 'EXISTS' => {
       const row = this.q('SELECT email, password, level, expires_at FROM signups WHERE token = ?').get(token) as
         | { email: string; password: string; level: number; expires_at: number }
         | undefined;
       if (row === undefined) return null;
       this.q('DELETE FROM signups WHERE token = ?').run(token);
       if (row.expires_at < now) return null;
+      if (this.q('SELECT id FROM accounts WHERE email = ?').get(row.email) !== undefined) return 'EXISTS';
       return this.insertAccount(row.email, row.password, row.level);
     });
+    if (result === 'EXISTS') throw new StoreError('EXISTS', 'an account with that e-mail exists');
+    return result;
   }
 
   loadTopology(accountId: number): TopologyChange[] {
@@ -241,7 +244,17 @@ export class SqliteStore implements Store {
   }
 
   saveChange(accountId: number, c: TopologyChange): void {
+    this.saveChanges(accountId, [c]);
+  }
+
+  saveChanges(accountId: number, changes: readonly TopologyChange[]): void {
     this.tx(() => {
+      for (const c of changes) this.writeChange(accountId, c);
+    });
+  }
+
+  private writeChange(accountId: number, c: TopologyChange): void {
+    {
       const a = accountId;
       switch (c.op) {
         case 'node-add':
@@ -292,7 +305,7 @@ export class SqliteStore implements Store {
           this.q('DELETE FROM aliases WHERE account_id = ? AND name = ?').run(a, c.name);
           return;
       }
-    });
+    }
   }
 
   close(): void {

@@ -31,13 +31,18 @@ export interface Store {
 
   /** Pending self-service sign-ups: an expiring, single-use activation token. */
   createSignup(email: string, password: string, level: number, token: string, expiresAt: number): void;
-  /** Consumes a token: creates the account if the token is valid and unexpired, else null. */
+  /**
+   * Consumes a token: creates the account if the token is valid and unexpired, else null. Throws StoreError
+   * 'EXISTS' (the token is consumed) when the e-mail got an account meanwhile.
+   */
   activateSignup(token: string, now: number): AccountRecord | null;
 
   /** The saved topology of an account, as changes that rebuild it in order. */
   loadTopology(accountId: number): TopologyChange[];
   /** Persists one already-validated change atomically. */
   saveChange(accountId: number, change: TopologyChange): void;
+  /** Persists already-validated changes in one transaction: all or none. */
+  saveChanges(accountId: number, changes: readonly TopologyChange[]): void;
   close(): void;
 }
 

@@ -8,7 +8,7 @@ import type { ApiRequest, ApiResponse } from '../api/types.ts';
 import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable } from '../routing/handle.ts';
-import { Topology } from '../routing/topology.ts';
+import { Topology, TopologyFailure } from '../routing/topology.ts';
 import { PortLink } from '../runtime/link.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
@@ -277,25 +277,31 @@ export class Supervisor {
   }
 
   /**
-   * Validates, applies, persists and replicates one change; resolves when every shard applied it.
-   * Throws TopologyFailure (nothing changed) when it is invalid.
+   * Validates, applies, persists and replicates changes as one unit; resolves when every shard applied
+   * them. Throws (TopologyFailure for an invalid change, or a store error) with nothing changed.
+   * The synchronous part runs without yielding, so concurrent calls never interleave inside a unit.
    */
-  async changeTopology(acct: AccountRecord, change: TopologyChange): Promise<void> {
-    let t = this.topologies.get(acct.id);
-    const created = t === undefined;
-    t ??= new Topology();
-    applyChange(t, change, planValue(this.config.USER['2NODEPERTREE'], acct.level));
+  async changeTopology(acct: AccountRecord, changes: TopologyChange | readonly TopologyChange[]): Promise<void> {
+    const list = Array.isArray(changes) ? (changes as readonly TopologyChange[]) : [changes as TopologyChange];
+    if (list.some((c) => c.op === 'node-add') && planValue(this.config.USER['1TREE'], acct.level) === 0) {
+      throw new TopologyFailure('TREE_FORBIDDEN', "the account's plan does not allow a tree");
+    }
+    const t = this.topologies.get(acct.id) ?? new Topology();
+    const limit = planValue(this.config.USER['2NODEPERTREE'], acct.level);
     try {
-      this.store.saveChange(acct.id, change);
+      for (const c of list) applyChange(t, c, limit);
+      this.store.saveChanges(acct.id, list);
     } catch (err) {
-      // The store refused: rebuild the in-memory model from what is persisted.
+      // Invalid or refused by the store: rebuild the in-memory model from what is persisted.
       const fresh = new Topology();
       for (const c of this.store.loadTopology(acct.id)) applyChange(fresh, c);
       this.topologies.set(acct.id, fresh);
       throw err;
     }
-    if (created) this.topologies.set(acct.id, t);
-    this.broadcast([OP.TOPOLOGY, acct.id, ...encodeChange(change)]);
+    this.topologies.set(acct.id, t);
+    const ops: unknown[] = [];
+    for (const c of list) ops.push(OP.TOPOLOGY, acct.id, ...encodeChange(c));
+    this.broadcast(ops);
     await this.barrier();
   }
 
