@@ -64,7 +64,7 @@ describe('CLI subcommands against a running server (issue 3)', () => {
     expect(r.stderr).toBe('p2pcluster: 404 NO_NODE: NOWHERE is not in the tree\n');
     const denied = await cli('account', 'list', '--key', key);
     expect(denied.code).toBe(1);
-    expect(denied.stderr).toContain('401 UNAUTHORIZED');
+    expect(denied.stderr).toContain('403 FORBIDDEN');
   });
 
   it('resets a KEY through the admin token; the old KEY stops working for devices', async () => {

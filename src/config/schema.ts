@@ -37,6 +37,18 @@ export const SCHEMA = {
     },
     WORKERS: { type: 'int', def: 0, min: 0, max: MAX_WORKERS, doc: 'shard worker threads (0 = number of cores)' },
     DNS: { type: 'string', def: '', doc: 'public host name of this server, used in links sent to users' },
+    IP_VELOCITY: {
+      type: 'int',
+      def: 60000,
+      min: 0,
+      doc: 'new connections accepted per minute from one address (0 = unlimited)',
+    },
+    MAX_RSS_MB: {
+      type: 'int',
+      def: 8192,
+      min: 0,
+      doc: 'refuse new connections while the process uses more memory than this (MB; 0 = no guard)',
+    },
     LINK_MAX_BYTES: {
       type: 'int',
       def: 16 * 1024 * 1024,
@@ -79,6 +91,12 @@ export const SCHEMA = {
       def: 10,
       min: 0.01,
       doc: 'seconds a device may stay over MAX_OUTBUF before it is disconnected as a slow consumer',
+    },
+    AUTH_FAILS: {
+      type: 'int',
+      def: 50,
+      min: 0,
+      doc: 'auth failures (bad KEY, session MAC or UID) per minute from one address before it is throttled (0 = off)',
     },
     PUSH_RATE: {
       type: 'int',

@@ -37,6 +37,8 @@ export function ownerShard(accountId: number, shards: number): number {
 export class AccountTable {
   private readonly byId = new Map<number, Account>();
   private readonly byKey = new Map<string, Account>();
+  /** Accounts found by UID (lower-case e-mail) for secure sessions. */
+  private readonly byEmail = new Map<string, Account>();
 
   get(id: number): Account {
     let a = this.byId.get(id);
@@ -55,6 +57,14 @@ export class AccountTable {
     return this.byKey.get(key);
   }
 
+  byEmailLookup(email: string): Account | undefined {
+    return this.byEmail.get(email.toLowerCase());
+  }
+
+  rememberEmail(email: string, acct: Account): void {
+    this.byEmail.set(email.toLowerCase(), acct);
+  }
+
   /** Records (or changes) an account's KEY and level; a null key forgets the account's key. */
   setKey(id: number, key: string | null, level: number): Account {
     const a = this.get(id);
@@ -62,6 +72,7 @@ export class AccountTable {
     a.key = key;
     a.level = level;
     if (key !== null) this.byKey.set(key, a);
+    else for (const [email, x] of this.byEmail) if (x === a) this.byEmail.delete(email);
     return a;
   }
 

@@ -64,6 +64,8 @@ export const OP = {
   DEVICES_QUERY: 40,
   /** Owner shard -> supervisor: the answer, [req, count, (id, shard)...]. */
   DEVICES_RESULT: 41,
+  /** Resolve an account UID (e-mail) for a secure session; answered with KEY_RESULT. */
+  UID_LOOKUP: 44,
   /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
   HTTP_REQUEST: 42,
   /** Supervisor -> shard: its answer (JSON ApiResponse). */
@@ -87,6 +89,7 @@ export type Message =
   | [op: typeof OP.SNAPSHOT, count: number, ...entries: (number | string)[]]
   | [op: typeof OP.READY, shard: number]
   | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
+  | [op: typeof OP.UID_LOOKUP, req: number, email: string]
   | [op: typeof OP.KEY_RESULT, req: number, account: number, key: string, level: number]
   | [op: typeof OP.ACCOUNT_UPDATE, account: number, key: string, level: number]
   | [op: typeof OP.PEER_DOWN, shard: number]
@@ -120,6 +123,9 @@ export interface ShardInit {
   status: SharedArrayBuffer[];
   /** Global counters, see COUNTER_*. */
   counters: SharedArrayBuffer;
+  /** Per-address connection counters and auth-failure counters (src/shard/address-table.ts). */
+  addressConnections: SharedArrayBuffer;
+  addressFailures: SharedArrayBuffer;
   /** Port to the supervisor. */
   control: MessagePort;
   /** Ports to the other shards, index = peer shard (undefined for itself). */

@@ -1,11 +1,24 @@
 // Device command handlers (PROTOCOL.md §4, §5): one function per TCP sub-command and per PUSH target,
 // behind one dispatch switch. They run on the shard that owns the connection.
 
+import { randomBytes } from 'node:crypto';
 import { FAIL_LINE } from '../protocol/codes.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
 import { CMD, PROTO, parseCommand } from '../protocol/parser.ts';
 import { failWith, OK_NODEREMOVED, ok } from '../protocol/replies.ts';
+import {
+  hexEquals,
+  hstcpMac,
+  hstcpProof,
+  MODE,
+  MODE_NAME,
+  type Mode,
+  md5Proof,
+  parseSecure,
+  stcpSessionKey,
+} from '../protocol/secure.ts';
 import type { Account } from '../routing/account.ts';
+import { OP } from '../runtime/messages.ts';
 import type { Connection } from './connection.ts';
 import { cmdPush } from './push.ts';
 import type { ShardActor } from './shard.ts';
@@ -15,7 +28,9 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
   const cmd = shard.cmd;
   parseCommand(s, start, end, cmd);
   if (cmd.proto !== PROTO.TCP) {
-    // STCP/DSTCP/HSTCP sessions arrive with issue 5; an HTTP request line mid-stream is not a command.
+    const mode = SECURE_MODE[cmd.proto];
+    if (mode !== undefined) return cmdSecure(shard, conn, mode, s, start, end);
+    // An HTTP request line in the middle of a device stream is not a command.
     shard.fail(conn, cmd.proto === PROTO.NONE ? 'UNKNOWN_COMMAND' : 'INVALID_CMD');
     return;
   }
@@ -25,7 +40,10 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
   if (cmd.error === 'INVALID_FORMAT') return shard.fail(conn, 'INVALID_FORMAT');
   const acct = shard.resolveKey(conn, s, start, end);
   if (acct === null) return; // KEY lookup under way; the line runs again when it completes
-  if (typeof acct === 'string') return shard.fail(conn, acct);
+  if (typeof acct === 'string') {
+    if (acct === 'INVALID_KEY' && shard.authFailed(conn)) return;
+    return shard.fail(conn, acct);
+  }
   if (cmd.error !== null) return shard.fail(conn, cmd.error);
   switch (cmd.cmd) {
     case CMD.ID:
@@ -49,6 +67,62 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
       // TIME, STATUS, WATCH, UNWATCH, WILL come with their issues (6, 12).
       return shard.fail(conn, 'INVALID_CMD');
   }
+}
+
+const SECURE_MODE: Partial<Record<number, Mode>> = {
+  [PROTO.STCP]: MODE.STCP,
+  [PROTO.DSTCP]: MODE.DSTCP,
+  [PROTO.HSTCP]: MODE.HSTCP,
+};
+
+/** `STCP|DSTCP|HSTCP:<UID>:ACTIVATE|DEACTIVATE:...` (§9). */
+function cmdSecure(shard: ShardActor, conn: Connection, mode: Mode, s: string, start: number, end: number): void {
+  const parsed = parseSecure(mode, s.slice(start, end));
+  if (typeof parsed === 'string') return shard.fail(conn, parsed);
+  const uid = parsed.uid.toLowerCase();
+  const acct = shard.accounts.byEmailLookup(uid);
+  if (acct === undefined || acct.key === null) {
+    if (conn.missedUid !== uid) {
+      conn.missedUid = uid;
+      shard.lookup(conn, OP.UID_LOOKUP, parsed.uid, uid, s, start, end);
+      return;
+    }
+    conn.missedUid = null;
+    if (shard.authFailed(conn)) return;
+    return shard.fail(conn, 'INVALID_USERID');
+  }
+  const key = acct.key;
+  const name = MODE_NAME[mode];
+  if (parsed.verb === 'ACTIVATE') {
+    const rnd = randomBytes(mode === MODE.HSTCP ? 8 : 4)
+      .toString('hex')
+      .toUpperCase();
+    conn.session = {
+      mode,
+      account: acct,
+      rnd,
+      skey: mode === MODE.STCP ? stcpSessionKey(key, rnd) : '',
+      keyUsed: key,
+      seq: 1,
+    };
+    if (mode === MODE.HSTCP) return shard.send(conn, ok(`${rnd}:${hstcpProof(key, parsed.nonce, rnd)}`));
+    return shard.send(conn, ok(parsed.nonce === '' ? rnd : `${rnd}:${md5Proof(key, parsed.nonce)}`));
+  }
+  const ses = conn.session;
+  if (ses !== null && (ses.mode !== mode || ses.account !== acct)) {
+    // Another mode's or another account's session is not ended by this command.
+    if (shard.authFailed(conn)) return;
+    return shard.fail(conn, 'INVALID_KEY');
+  }
+  if (mode === MODE.HSTCP) {
+    // HSTCP's DEACTIVATE carries the MAC the next command would carry, over the line without it.
+    if (ses === null || !hexEquals(parsed.mac, hstcpMac(key, ses.rnd, ses.seq, parsed.macLine))) {
+      if (shard.authFailed(conn)) return;
+      return shard.fail(conn, 'INVALID_KEY');
+    }
+  }
+  conn.session = null;
+  shard.send(conn, ok(`${name}_DEACTIVATED`));
 }
 
 /** TCP:ID:<KEY>:<ID> (§4). */

@@ -3,7 +3,21 @@
 
 import type { Socket } from 'node:net';
 import type { FramerState } from '../protocol/framer.ts';
+import type { Mode } from '../protocol/secure.ts';
 import type { Account } from '../routing/account.ts';
+
+/** An active STCP/DSTCP/HSTCP session (PROTOCOL.md §9). */
+export interface Session {
+  mode: Mode;
+  account: Account;
+  /** The server nonce of this activation. */
+  rnd: string;
+  /** STCP: the session key computed at activation, and the KEY it was computed from. */
+  skey: string;
+  keyUsed: string;
+  /** HSTCP: the sequence number the next command must carry (1, 2, 3 ...). */
+  seq: number;
+}
 
 /** Why a socket is paused; reading resumes when no reason is left. */
 export const PAUSE = { BLOCKED: 1, LINK: 2, OUTPUT: 4 } as const;
@@ -30,6 +44,9 @@ export class Connection implements FramerState {
   /** The line to run again once a KEY lookup completes, and the KEY that lookup missed. */
   retryLine: string | null = null;
   missedKey: string | null = null;
+  /** The UID (e-mail) a lookup found no account for, so the retried line fails instead of asking again. */
+  missedUid: string | null = null;
+  session: Session | null = null;
   pauses = 0;
   commanded = false;
   /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */

@@ -19,6 +19,7 @@ import { detach, flushPending, frameLines, type LineSink } from '../protocol/fra
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
 import { OK_DATA_SENT, ok, syncLine } from '../protocol/replies.ts';
+import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey } from '../protocol/secure.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
 import {
@@ -33,6 +34,7 @@ import {
   shardOf,
   slotOf,
 } from '../routing/handle.ts';
+import { AddressCounters } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
 import {
   COUNTER_IN_MINUTE,
@@ -43,7 +45,7 @@ import {
   type ShardInit,
 } from '../runtime/messages.ts';
 import { executeCommand } from './commands.ts';
-import { Connection, PAUSE } from './connection.ts';
+import { Connection, PAUSE, type Session } from './connection.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
 
 interface PendingRegistration {
@@ -83,7 +85,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly pendingRegs = new Map<number, PendingRegistration>();
   /** Registrations waiting for their owner shard to come back. */
   private readonly parkedRegs: number[] = [];
-  private readonly keyWaits = new Map<number, Connection>();
+  /** KEY or UID lookups under way: the waiting connection and, for UID lookups, the e-mail. */
+  private readonly keyWaits = new Map<number, { conn: Connection; email: string | null }>();
+  private readonly addrConns: AddressCounters;
+  readonly addrFails: AddressCounters;
+  /** Process RSS sampled by the sweep, for the memory guard. */
+  private rss = 0;
   private readonly linkPaused = new Set<Connection>();
   private stopping = false;
   private httpServer: HttpServer | null = null;
@@ -107,6 +114,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.status = init.status.map((b) => new Int32Array(b));
     this.table = this.status[this.index]!;
     this.counters = new Int32Array(init.counters);
+    this.addrConns = new AddressCounters(new Int32Array(init.addressConnections), 60000);
+    this.addrFails = new AddressCounters(new Int32Array(init.addressFailures), 60000);
+    this.rss = process.memoryUsage.rss();
     this.maxNode = init.config.USER['10MAXNODE'];
     const node = init.config.NODE;
     this.maxLine = node.MAX_LINE;
@@ -186,7 +196,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       socket.end(FAIL_LINE.SERVER_FULL);
       return;
     }
-    if (!this.velocityAllows()) {
+    const maxRss = this.config.PServer.MAX_RSS_MB;
+    if (maxRss > 0 && this.rss > maxRss * 1048576) {
+      socket.on('error', noop);
+      socket.end(FAIL_LINE.SERVER_FULL);
+      return;
+    }
+    if (!this.velocityAllows() || !this.addressAllows(socket)) {
       socket.on('error', noop);
       socket.end(FAIL_LINE.RATE_LIMIT);
       return;
@@ -211,6 +227,39 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       Atomics.store(c, COUNTER_IN_MINUTE, 0);
     }
     return Atomics.add(c, COUNTER_IN_MINUTE, 1) < limit;
+  }
+
+  /** PServer.IP_VELOCITY and the auth-failure throttle (NODE.AUTH_FAILS), per remote address. */
+  private addressAllows(socket: Socket): boolean {
+    const addr = socket.remoteAddress ?? '';
+    const now = Date.now();
+    const perIp = this.config.PServer.IP_VELOCITY;
+    if (perIp > 0 && this.addrConns.hit(addr, now) > perIp) return false;
+    const fails = this.config.NODE.AUTH_FAILS;
+    return fails === 0 || this.addrFails.count(addr, now) < fails;
+  }
+
+  /**
+   * Counts an authentication failure of the connection's address. Past NODE.AUTH_FAILS in a minute the
+   * reply becomes [FAIL:RATE_LIMIT] and the connection is closed; returns true in that case.
+   */
+  authFailed(conn: Connection): boolean {
+    const limit = this.config.NODE.AUTH_FAILS;
+    if (limit === 0) return false;
+    if (this.addrFails.hit(conn.socket.remoteAddress ?? '', Date.now()) <= limit) return false;
+    this.send(conn, FAIL_LINE.RATE_LIMIT);
+    this.closeAfterFlush(conn);
+    return true;
+  }
+
+  /** Writes what is queued, then ends the connection; it executes nothing more. */
+  closeAfterFlush(conn: Connection): void {
+    conn.blocked = true;
+    this.pause(conn, PAUSE.BLOCKED);
+    this.flushConn(conn);
+    conn.socket.end();
+    const timer = setTimeout(() => conn.socket.destroy(), 1000);
+    conn.socket.once('close', () => clearTimeout(timer));
   }
 
   /** Open device connections across all shards (each shard counts its own). */
@@ -388,6 +437,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const ks = cmd.keyStart;
     const ke = cmd.keyEnd;
     const own = conn.account;
+    if (conn.session !== null) return this.sessionKey(conn, conn.session, s, start, end);
     if (own !== null && own.key !== null && ke - ks === 32 && s.startsWith(own.key, ks)) return own;
     if (!isKeyShaped(s, ks, ke)) return 'INVALID_KEY';
     const key = s.slice(ks, ke).toUpperCase();
@@ -397,14 +447,59 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.missedKey = null;
       return 'INVALID_KEY';
     }
-    const req = ++this.reqSeq;
-    this.keyWaits.set(req, conn);
-    conn.retryLine = detach(s.slice(start, end));
     conn.missedKey = key;
-    this.block(conn);
-    this.control.ops.push(OP.KEY_LOOKUP, req, key);
-    this.scheduleFlush();
+    this.lookup(conn, OP.KEY_LOOKUP, key, null, s, start, end);
     return null;
+  }
+
+  /** Asks the supervisor for an account by KEY or UID; the line runs again when the answer arrives. */
+  lookup(
+    conn: Connection,
+    op: number,
+    value: string,
+    email: string | null,
+    s: string,
+    start: number,
+    end: number,
+  ): void {
+    const req = ++this.reqSeq;
+    this.keyWaits.set(req, { conn, email });
+    conn.retryLine = detach(s.slice(start, end));
+    this.block(conn);
+    this.control.ops.push(op, req, value);
+    this.scheduleFlush();
+  }
+
+  /**
+   * The KEY field under an active secure session (§9): STCP's session key, DSTCP's per-command MD5, or
+   * HSTCP's per-command HMAC over the line with the KEY field emptied (which also advances the sequence).
+   */
+  private sessionKey(conn: Connection, ses: Session, s: string, start: number, end: number): Account | FailCode {
+    const key = ses.account.key;
+    const ks = this.cmd.keyStart;
+    const ke = this.cmd.keyEnd;
+    const given = s.slice(ks, ke);
+    let good = false;
+    if (key !== null) {
+      switch (ses.mode) {
+        case MODE.STCP:
+          if (ses.keyUsed !== key) {
+            ses.skey = stcpSessionKey(key, ses.rnd);
+            ses.keyUsed = key;
+          }
+          good = hexEquals(given, ses.skey);
+          break;
+        case MODE.DSTCP:
+          good = hexEquals(given, dstcpKey(key, ses.rnd, dstcpField(s, ke, end, conn.handle !== 0)));
+          break;
+        case MODE.HSTCP:
+          good = hexEquals(given, hstcpMac(key, ses.rnd, ses.seq, s.slice(start, ks) + s.slice(ke, end)));
+          if (good) ses.seq++;
+          break;
+      }
+    }
+    if (!good) return 'INVALID_KEY';
+    return conn.account !== null && conn.account !== ses.account ? 'NOKEY' : ses.account;
   }
 
   /** Starts a registration of `id` (already canonical and valid) for the connection. */
@@ -468,11 +563,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       endRegistration(this.table, conn.slot);
       this.fail(conn, result);
       if (result === 'NODEEXIST') {
-        // The newcomer is closed (PROTOCOL.md §4); it executes nothing more.
-        this.flushConn(conn);
-        conn.socket.end();
-        const timer = setTimeout(() => conn.socket.destroy(), 1000);
-        conn.socket.once('close', () => clearTimeout(timer));
+        this.closeAfterFlush(conn); // the newcomer is closed (PROTOCOL.md §4)
         return;
       }
     }
@@ -688,6 +779,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private sweep(): void {
     const now = Date.now();
+    if (this.config.PServer.MAX_RSS_MB > 0) this.rss = process.memoryUsage.rss();
     const conns = this.conns;
     for (let i = 0; i < conns.length; i++) {
       const conn = conns[i];
@@ -851,10 +943,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const accountId = ops[i++] as number;
           const key = ops[i++] as string;
           const level = ops[i++] as number;
-          if (accountId > 0) this.accounts.setKey(accountId, key, level);
-          const conn = this.keyWaits.get(req);
+          const wait = this.keyWaits.get(req);
           this.keyWaits.delete(req);
-          if (conn !== undefined && !conn.closed) this.unblock(conn);
+          if (accountId > 0) {
+            const acct = this.accounts.setKey(accountId, key, level);
+            if (wait?.email) this.accounts.rememberEmail(wait.email, acct);
+          }
+          if (wait !== undefined && !wait.conn.closed) this.unblock(wait.conn);
           break;
         }
         case OP.ACCOUNT_UPDATE: {

@@ -9,6 +9,7 @@ import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable } from '../routing/handle.ts';
 import { Topology, TopologyFailure } from '../routing/topology.ts';
+import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
@@ -30,6 +31,8 @@ export class Supervisor {
   port = 0;
   private readonly status: SharedArrayBuffer[];
   private readonly counters: SharedArrayBuffer;
+  private readonly addressConnections: SharedArrayBuffer;
+  private readonly addressFailures: SharedArrayBuffer;
   private readonly shards: ShardSlot[];
   private stopping = false;
   private readyWaiters: (() => void)[] = [];
@@ -53,6 +56,8 @@ export class Supervisor {
     const slots = Math.min(MAX_SLOTS_PER_SHARD, config.PServer.MAXLOAD);
     this.status = Array.from({ length: shardCount }, () => newStatusTable(slots).buffer as SharedArrayBuffer);
     this.counters = new SharedArrayBuffer(4 * (COUNTER_OPEN + shardCount));
+    this.addressConnections = new SharedArrayBuffer(4 * ADDRESS_TABLE_INTS);
+    this.addressFailures = new SharedArrayBuffer(4 * ADDRESS_TABLE_INTS);
     this.shards = Array.from({ length: shardCount }, () => ({
       worker: null,
       control: null,
@@ -100,6 +105,8 @@ export class Supervisor {
       config: this.config,
       status: this.status,
       counters: this.counters,
+      addressConnections: this.addressConnections,
+      addressFailures: this.addressFailures,
       control: control.port2,
       peers,
       topology: this.topologySnapshot(),
@@ -130,10 +137,11 @@ export class Supervisor {
             for (const w of waiters) w();
           }
           break;
-        case OP.KEY_LOOKUP: {
+        case OP.KEY_LOOKUP:
+        case OP.UID_LOOKUP: {
           const req = ops[i++] as number;
-          const key = ops[i++] as string;
-          const acct = this.store.accountByKey(key);
+          const value = ops[i++] as string;
+          const acct = op === OP.KEY_LOOKUP ? this.store.accountByKey(value) : this.store.accountByEmail(value);
           link.ops.push(OP.KEY_RESULT, req, acct?.id ?? 0, acct?.key ?? '', acct?.level ?? 0);
           break;
         }

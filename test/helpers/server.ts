@@ -25,7 +25,9 @@ export async function startTestServer(overrides: Blocks = {}, opts: { keepData?:
   const dataDir = opts.keepData ?? mkdtempSync(join(tmpdir(), 'p2pc-test-'));
   const base: ConfigOverrides = {
     ...overrides,
-    PServer: { ServerPort: 0, HOST: '127.0.0.1', WORKERS: 2, ...overrides.PServer },
+    // Every test talks from 127.0.0.1: the per-address throttles are tested on their own, with small values.
+    NODE: { AUTH_FAILS: 0, ...overrides.NODE },
+    PServer: { ServerPort: 0, HOST: '127.0.0.1', WORKERS: 2, IP_VELOCITY: 0, ...overrides.PServer },
     STORE: { PATH: dataDir, ...overrides.STORE },
     HTTP: { PORT: 0, HOST: '127.0.0.1', ADMIN_TOKEN, ...overrides.HTTP },
     LOG: { LEVEL: process.env.P2PC_TEST_LOG ?? 'silent', ...overrides.LOG },
