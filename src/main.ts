@@ -28,6 +28,8 @@ export interface StartOptions {
 export interface RunningServer {
   readonly config: Config;
   readonly port: number;
+  /** The TLS device port (0 when TLS is off). */
+  readonly tlsPort: number;
   /** The operator HTTP port. */
   readonly httpPort: number;
   readonly api: OperatorApi;
@@ -76,6 +78,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   return {
     config,
     port: supervisor.port,
+    tlsPort: supervisor.tlsPort,
     httpPort: http.port,
     api,
     supervisor,

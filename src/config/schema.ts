@@ -144,6 +144,12 @@ export const SCHEMA = {
       doc: 'seconds an activation link of a self-service sign-up stays valid',
     },
   },
+  TLS: {
+    ENABLED: { type: 'bool', def: false, doc: 'also listen for devices over TLS (same protocol)' },
+    PORT: { type: 'int', def: 8443, min: 0, max: 65535, doc: 'TLS device port (0 = pick a free port)' },
+    CERT: { type: 'string', def: '', doc: 'PEM certificate chain file' },
+    KEY: { type: 'string', def: '', doc: 'PEM private key file' },
+  },
   STORE: {
     PATH: { type: 'string', def: './data', doc: 'folder of the embedded store (SQLite)' },
   },

@@ -118,6 +118,8 @@ export interface ShardInit {
   index: number;
   shards: number;
   port: number;
+  /** TLS device port (0 when TLS is off). */
+  tlsPort: number;
   config: import('../config/schema.ts').Config;
   /** One status table per shard (SharedArrayBuffer-backed). */
   status: SharedArrayBuffer[];

@@ -3,6 +3,7 @@
 // to the other shards and the supervisor only through batched, msgpackr-encoded PortLinks.
 // Constructed with plain ports and shared tables, so tests can run it in-process over MessageChannels.
 
+import { readFileSync } from 'node:fs';
 import {
   createServer as createHttpServer,
   type Server as HttpServer,
@@ -10,6 +11,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { readRequest, writeResponse } from '../api/http.ts';
 import type { ApiResponse } from '../api/types.ts';
@@ -74,6 +76,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly counters: Int32Array;
   private readonly control: PortLink;
   private server: Server | null = null;
+  private tlsServer: Server | null = null;
+  private readonly tlsPort: number;
   readonly conns: (Connection | undefined)[] = [];
   private readonly freeSlots: number[] = [];
   private dirty: Connection[] = [];
@@ -111,6 +115,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.config = init.config;
     this.log = log;
     this.devicePort = init.port;
+    this.tlsPort = init.tlsPort;
     this.status = init.status.map((b) => new Int32Array(b));
     this.table = this.status[this.index]!;
     this.counters = new Int32Array(init.counters);
@@ -145,26 +150,37 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   // ---------------------------------------------------------------- lifecycle
 
   async start(): Promise<void> {
-    const server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: this.tickMs });
+    const opts = { noDelay: true, keepAlive: true, keepAliveInitialDelay: this.tickMs };
+    const server = createServer(opts);
     this.server = server;
     server.on('connection', (socket) => this.onConnection(socket));
-    server.on('error', (err) => this.log.error({ err }, 'device listener error'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const host = this.config.PServer.HOST;
-      server.listen(
-        { port: this.devicePort, host: host === '' ? undefined : host, reusePort: true, backlog: 4096 },
-        () => {
-          server.off('error', reject);
-          resolve();
-        },
-      );
-    });
+    await this.listen(server, this.devicePort);
+    if (this.tlsPort !== 0) {
+      // The same protocol over TLS: a TLSSocket is a net.Socket to everything downstream.
+      const tls = this.config.TLS;
+      const secure = createTlsServer({ ...opts, cert: readFileSync(tls.CERT), key: readFileSync(tls.KEY) });
+      secure.on('secureConnection', (socket) => this.onConnection(socket));
+      secure.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'TLS handshake failed'));
+      this.tlsServer = secure;
+      await this.listen(secure, this.tlsPort);
+    }
     const sweepMs = Math.max(10, Math.min(1000, this.tickMs / 4, this.waitMs / 4, this.deadlineMs / 4));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.control.ops.push(OP.READY, this.index);
     this.scheduleFlush();
     this.log.debug({ port: this.devicePort }, 'shard listening');
+  }
+
+  private listen(server: Server, port: number): Promise<void> {
+    server.on('error', (err) => this.log.error({ err, port }, 'device listener error'));
+    return new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      const host = this.config.PServer.HOST;
+      server.listen({ port, host: host === '' ? undefined : host, reusePort: true, backlog: 4096 }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
   }
 
   /** Stops accepting, closes every connection after flushing, and resolves when done. */
@@ -173,7 +189,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.stopping = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.idleTimer) clearInterval(this.idleTimer);
-    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve();
+    const closing = [this.server, this.tlsServer].map((srv) =>
+      srv ? new Promise<void>((r) => srv.close(() => r())) : Promise.resolve(),
+    );
+    const closed = Promise.all(closing);
     this.flush();
     for (const conn of this.conns) if (conn !== undefined) conn.socket.end();
     const grace = setTimeout(() => {

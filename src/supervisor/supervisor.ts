@@ -29,6 +29,7 @@ export class Supervisor {
   readonly log: Logger;
   readonly shardCount: number;
   port = 0;
+  tlsPort = 0;
   private readonly status: SharedArrayBuffer[];
   private readonly counters: SharedArrayBuffer;
   private readonly addressConnections: SharedArrayBuffer;
@@ -76,6 +77,11 @@ export class Supervisor {
       this.topologies.set(acct.id, t);
     }
     this.port = this.config.PServer.ServerPort || (await freePort(this.config.PServer.HOST));
+    const tls = this.config.TLS;
+    if (tls.ENABLED) {
+      if (tls.CERT === '' || tls.KEY === '') throw new Error('TLS.ENABLED needs TLS.CERT and TLS.KEY');
+      this.tlsPort = tls.PORT || (await freePort(this.config.PServer.HOST));
+    }
     const n = this.shardCount;
     // Full mesh: ports[i][j] is shard i's end of the channel to shard j.
     const ports: (MessagePort | undefined)[][] = Array.from({ length: n }, () => new Array(n).fill(undefined));
@@ -102,6 +108,7 @@ export class Supervisor {
       index,
       shards: this.shardCount,
       port: this.port,
+      tlsPort: this.tlsPort,
       config: this.config,
       status: this.status,
       counters: this.counters,
