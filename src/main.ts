@@ -9,6 +9,7 @@ import { OperatorApi } from './api/operator.ts';
 import { loadConfig } from './config/load.ts';
 import type { Config, ConfigOverrides } from './config/schema.ts';
 import { createLogger } from './log.ts';
+import { Outbox } from './services/outbox.ts';
 import { SqliteStore } from './store/sqlite.ts';
 import type { Store } from './store/store.ts';
 import { Supervisor } from './supervisor/supervisor.ts';
@@ -58,17 +59,21 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   }
   const workers = config.PServer.WORKERS || availableParallelism();
   const supervisor = new Supervisor(config, store, log, workers);
+  const outbox = new Outbox(store, config, log);
+  supervisor.outbox = outbox;
   const api = new OperatorApi(supervisor, store, config, log);
   supervisor.httpHandler = (req) => api.handle(req);
   let http: { server: Server; port: number };
   try {
     await supervisor.start();
+    outbox.start();
     http = await startHttp(
       (req) => api.handle(req),
       { port: config.HTTP.PORT, host: config.HTTP.HOST, maxBody: config.HTTP.MAX_BODY },
       log,
     );
   } catch (err) {
+    await outbox.stop();
     await supervisor.stop();
     store.close();
     throw err;
@@ -90,6 +95,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         http.server.closeAllConnections();
         await closed;
         await supervisor.stop();
+        await outbox.stop();
         store.close();
       })();
       return stopped;

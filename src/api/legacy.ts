@@ -85,8 +85,8 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         const email = need('USERNAME');
         const password = need('PASSWORD');
         if (api.store.accountByEmail(email) !== null) throw new LegacyFail('EXISTS');
-        const mail = api.supervisor.mailer;
-        if (mail === null) throw new LegacyFail('MAIL_DISABLED');
+        const outbox = api.supervisor.outbox;
+        if (outbox === null || !outbox.mailEnabled) throw new LegacyFail('MAIL_DISABLED');
         const token = randomBytes(24).toString('hex');
         const ttl = api.config.HTTP.SIGNUP_TTL;
         try {
@@ -95,10 +95,10 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
           throw new LegacyFail('INVALID_ID');
         }
         const host = api.config.PServer.DNS || `localhost:${api.config.HTTP.PORT}`;
-        await mail(
+        outbox.system(
           email,
           'Activate your P2Pcluster account',
-          `Open this link within ${Math.round(ttl / 3600)} hours to activate your account:\r\n` +
+          `Open this link within ${Math.max(1, Math.round(ttl / 3600))} hour(s) to activate your account:\r\n` +
             `http://${host}/USERAUTH?token=${token}\r\n`,
         );
         return ok('ACTIVATION_MAIL_SENT');

@@ -127,6 +127,13 @@ export const OPENAPI = {
       parameters: [account],
       get: { summary: 'Devices online now', responses: { '200': ok('devices'), ...errors } },
     },
+    '/api/v1/accounts/{account}/outbox': {
+      parameters: [account],
+      get: {
+        summary: 'Recent e-mail and SMS of the account: queued, sent, or failed with the last error',
+        responses: { '200': ok('messages'), ...errors },
+      },
+    },
     '/api/v1/accounts/{account}/tree': {
       parameters: [account],
       get: {

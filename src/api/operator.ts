@@ -177,6 +177,13 @@ export class OperatorApi {
     const updated = this.store.resetKey(acct.id);
     await this.supervisor.accountChanged(updated);
     this.log.info({ email: acct.email }, 'account KEY reset');
+    // The owner hears about it through the outbox (when mail is configured).
+    this.supervisor.outbox?.system(
+      updated.email,
+      'Your P2Pcluster KEY was reset',
+      `The KEY of your account ${updated.email} was reset; the old KEY no longer works.\r\n` +
+        `Your new KEY: ${updated.key}\r\n`,
+    );
     return updated;
   }
 
@@ -240,6 +247,23 @@ export class OperatorApi {
       const devices = await this.supervisor.devicesOnline(acct.id);
       devices.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       return json(200, { devices });
+    });
+
+    r('GET', '/api/v1/accounts/{account}/outbox', (ctx) => {
+      const acct = this.account(ctx);
+      const limit = Math.min(1000, Math.max(1, Number(ctx.query.get('limit') ?? 100) || 100));
+      const messages = this.store.listOutbox(acct.id, limit).map((m) => ({
+        id: m.id,
+        kind: m.kind,
+        to: m.recipient,
+        subject: m.subject,
+        state: m.state,
+        attempts: m.attempts,
+        lastError: m.lastError,
+        createdAt: m.createdAt,
+        updatedAt: m.updatedAt,
+      }));
+      return json(200, { messages });
     });
 
     // tree

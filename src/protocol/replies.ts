@@ -4,6 +4,8 @@ export const CRLF = '\r\n';
 
 export const OK_DATA_SENT = '[OK:DATA_SENT]\r\n';
 export const OK_NODEREMOVED = '[OK:NODEREMOVED]\r\n';
+export const OK_MAIL_SENT = '[OK:MAIL_SENT]\r\n';
+export const OK_SMS_SENT = '[OK:SMS_SENT]\r\n';
 
 export function ok(value: string): string {
   return `[OK:${value}]\r\n`;

@@ -64,6 +64,10 @@ export const OP = {
   DEVICES_QUERY: 40,
   /** Owner shard -> supervisor: the answer, [req, count, (id, shard)...]. */
   DEVICES_RESULT: 41,
+  /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
+  OUTBOX_SUBMIT: 45,
+  /** Supervisor -> shard: '' when durably queued, else a FailCode. */
+  OUTBOX_RESULT: 46,
   /** Resolve an account UID (e-mail) for a secure session; answered with KEY_RESULT. */
   UID_LOOKUP: 44,
   /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
@@ -90,6 +94,16 @@ export type Message =
   | [op: typeof OP.READY, shard: number]
   | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
   | [op: typeof OP.UID_LOOKUP, req: number, email: string]
+  | [
+      op: typeof OP.OUTBOX_SUBMIT,
+      req: number,
+      account: number,
+      kind: 'mail' | 'sms',
+      to: string,
+      subject: string,
+      body: string,
+    ]
+  | [op: typeof OP.OUTBOX_RESULT, req: number, result: FailCode | '']
   | [op: typeof OP.KEY_RESULT, req: number, account: number, key: string, level: number]
   | [op: typeof OP.ACCOUNT_UPDATE, account: number, key: string, level: number]
   | [op: typeof OP.PEER_DOWN, shard: number]

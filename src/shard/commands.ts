@@ -2,6 +2,7 @@
 // behind one dispatch switch. They run on the shard that owns the connection.
 
 import { randomBytes } from 'node:crypto';
+import { planValue } from '../config/schema.ts';
 import { FAIL_LINE } from '../protocol/codes.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
 import { CMD, PROTO, parseCommand } from '../protocol/parser.ts';
@@ -19,6 +20,7 @@ import {
 } from '../protocol/secure.ts';
 import type { Account } from '../routing/account.ts';
 import { OP } from '../runtime/messages.ts';
+import { formatTime, parseTimeArg } from '../services/time.ts';
 import type { Connection } from './connection.ts';
 import { cmdPush } from './push.ts';
 import type { ShardActor } from './shard.ts';
@@ -58,11 +60,15 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
       return cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
     case CMD.RETDATA:
       return cmdRetdata(shard, conn, cmd.name);
+    case CMD.TIME: {
+      const req = parseTimeArg(cmd.name);
+      if (req === null) return shard.fail(conn, 'INVALID_DATA');
+      return shard.send(conn, formatTime(req, Date.now()));
+    }
     case CMD.EMAIL:
-      // No mail transport yet (issue 6): exactly what a server without SMTP configured answers.
-      return shard.fail(conn, 'MAIL_DISABLED');
+      return cmdEmail(shard, conn, acct, cmd.name);
     case CMD.SMS:
-      return shard.fail(conn, 'SMS_DISABLED');
+      return cmdSms(shard, conn, acct, cmd.name);
     default:
       // TIME, STATUS, WATCH, UNWATCH, WILL come with their issues (6, 12).
       return shard.fail(conn, 'INVALID_CMD');
@@ -123,6 +129,27 @@ function cmdSecure(shard: ShardActor, conn: Connection, mode: Mode, s: string, s
   }
   conn.session = null;
   shard.send(conn, ok(`${name}_DEACTIVATED`));
+}
+
+/** TCP:EMAIL:<KEY>:<TO>:<SUBJECT>:<BODY> (§4): queued durably in the outbox, then [OK:MAIL_SENT]. */
+function cmdEmail(shard: ShardActor, conn: Connection, acct: Account, rest: string): void {
+  const i1 = rest.indexOf(':');
+  const i2 = i1 < 0 ? -1 : rest.indexOf(':', i1 + 1);
+  if (i2 < 0) return shard.fail(conn, 'INVALID_FORMAT');
+  if (shard.config.EMAIL.mail_smtp_host === '' || planValue(shard.config.USER['6MAILPUSH'], acct.level) === 0) {
+    return shard.fail(conn, 'MAIL_DISABLED');
+  }
+  shard.submitOutbox(conn, acct, 'mail', rest.slice(0, i1), rest.slice(i1 + 1, i2), rest.slice(i2 + 1));
+}
+
+/** TCP:SMS:<KEY>:<NUMBER>:<TEXT> (§4, extension): through the outbox to the configured gateway. */
+function cmdSms(shard: ShardActor, conn: Connection, acct: Account, rest: string): void {
+  const i1 = rest.indexOf(':');
+  if (i1 < 0) return shard.fail(conn, 'INVALID_FORMAT');
+  if (shard.config.SMS.URL === '' || planValue(shard.config.USER['7SMSPUSH'], acct.level) === 0) {
+    return shard.fail(conn, 'SMS_DISABLED');
+  }
+  shard.submitOutbox(conn, acct, 'sms', rest.slice(0, i1), '', rest.slice(i1 + 1));
 }
 
 /** TCP:ID:<KEY>:<ID> (§4). */

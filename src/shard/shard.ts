@@ -20,7 +20,7 @@ import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
-import { OK_DATA_SENT, ok, syncLine } from '../protocol/replies.ts';
+import { OK_DATA_SENT, OK_MAIL_SENT, OK_SMS_SENT, ok, syncLine } from '../protocol/replies.ts';
 import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey } from '../protocol/secure.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
@@ -91,6 +91,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly parkedRegs: number[] = [];
   /** KEY or UID lookups under way: the waiting connection and, for UID lookups, the e-mail. */
   private readonly keyWaits = new Map<number, { conn: Connection; email: string | null }>();
+  private readonly outboxWaits = new Map<number, { conn: Connection; kind: 'mail' | 'sms' }>();
   private readonly addrConns: AddressCounters;
   readonly addrFails: AddressCounters;
   /** Process RSS sampled by the sweep, for the memory guard. */
@@ -486,6 +487,15 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.retryLine = detach(s.slice(start, end));
     this.block(conn);
     this.control.ops.push(op, req, value);
+    this.scheduleFlush();
+  }
+
+  /** Stores an e-mail or SMS through the supervisor's outbox; the connection waits for the durable write. */
+  submitOutbox(conn: Connection, acct: Account, kind: 'mail' | 'sms', to: string, subject: string, body: string): void {
+    const req = ++this.reqSeq;
+    this.outboxWaits.set(req, { conn, kind });
+    this.block(conn);
+    this.control.ops.push(OP.OUTBOX_SUBMIT, req, acct.id, kind, to, subject, body);
     this.scheduleFlush();
   }
 
@@ -996,6 +1006,17 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.TOPOLOGY_RESET: {
           const acct = this.accounts.find(ops[i++] as number);
           if (acct) acct.topology = null;
+          break;
+        }
+        case OP.OUTBOX_RESULT: {
+          const req = ops[i++] as number;
+          const result = ops[i++] as FailCode | '';
+          const wait = this.outboxWaits.get(req);
+          this.outboxWaits.delete(req);
+          if (wait === undefined || wait.conn.closed) break;
+          if (result === '') this.send(wait.conn, wait.kind === 'mail' ? OK_MAIL_SENT : OK_SMS_SENT);
+          else this.fail(wait.conn, result);
+          this.unblock(wait.conn);
           break;
         }
         case OP.HTTP_RESPONSE: {

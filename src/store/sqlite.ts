@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { TopologyChange } from '../routing/changes.ts';
 import { generateKey, hashPassword, isValidEmail, verifyPassword } from './credentials.ts';
-import { type AccountRecord, type Store, StoreError } from './store.ts';
+import { type AccountRecord, type OutboxItem, type Store, StoreError } from './store.ts';
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE accounts (
@@ -48,7 +48,58 @@ const MIGRATIONS: readonly string[] = [
      level INTEGER NOT NULL,
      expires_at INTEGER NOT NULL
    )`,
+  `CREATE TABLE outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     account_id INTEGER,
+     kind TEXT NOT NULL,
+     recipient TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     body TEXT NOT NULL,
+     state TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_at INTEGER NOT NULL,
+     last_error TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX outbox_due ON outbox(state, next_at);
+   CREATE INDEX outbox_account ON outbox(account_id, created_at)`,
 ];
+
+/** The schema version a fully migrated store has. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface OutboxRow {
+  id: number;
+  account_id: number | null;
+  kind: string;
+  recipient: string;
+  subject: string;
+  body: string;
+  state: string;
+  attempts: number;
+  next_at: number;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+function toItem(r: OutboxRow): OutboxItem {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    kind: r.kind as OutboxItem['kind'],
+    recipient: r.recipient,
+    subject: r.subject,
+    body: r.body,
+    state: r.state as OutboxItem['state'],
+    attempts: r.attempts,
+    nextAt: r.next_at,
+    lastError: r.last_error,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
 
 interface Row {
   id: number;
@@ -167,6 +218,7 @@ export class SqliteStore implements Store {
   deleteAccount(id: number): void {
     this.tx(() => {
       this.q('DELETE FROM router_members WHERE account_id = ?').run(id);
+      this.q('DELETE FROM outbox WHERE account_id = ?').run(id);
       this.q('DELETE FROM accounts WHERE id = ?').run(id);
     });
   }
@@ -306,6 +358,50 @@ export class SqliteStore implements Store {
           return;
       }
     }
+  }
+
+  enqueue(item: Pick<OutboxItem, 'accountId' | 'kind' | 'recipient' | 'subject' | 'body'>, now: number): number {
+    const row = this.q(
+      `INSERT INTO outbox (account_id, kind, recipient, subject, body, state, attempts, next_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?) RETURNING id`,
+    ).get(item.accountId, item.kind, item.recipient, item.subject, item.body, now, now, now) as { id: number };
+    return row.id;
+  }
+
+  dueOutbox(now: number, limit: number): OutboxItem[] {
+    const rows = this.q(
+      `SELECT * FROM outbox WHERE state = 'queued' AND next_at <= ? ORDER BY next_at, id LIMIT ?`,
+    ).all(now, limit) as unknown as OutboxRow[];
+    return rows.map(toItem);
+  }
+
+  updateOutbox(id: number, state: OutboxItem['state'], attempts: number, nextAt: number, error: string | null): void {
+    this.q('UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?').run(
+      state,
+      attempts,
+      nextAt,
+      error,
+      Date.now(),
+      id,
+    );
+  }
+
+  listOutbox(accountId: number | null, limit: number): OutboxItem[] {
+    const rows = (accountId === null
+      ? this.q('SELECT * FROM outbox WHERE account_id IS NULL ORDER BY id DESC LIMIT ?').all(limit)
+      : this.q('SELECT * FROM outbox WHERE account_id = ? ORDER BY id DESC LIMIT ?').all(
+          accountId,
+          limit,
+        )) as unknown as OutboxRow[];
+    return rows.map(toItem);
+  }
+
+  countOutboxSince(accountId: number, since: number): number {
+    return (
+      this.q('SELECT count(*) AS n FROM outbox WHERE account_id = ? AND created_at >= ?').get(accountId, since) as {
+        n: number;
+      }
+    ).n;
   }
 
   close(): void {

@@ -43,7 +43,34 @@ export interface Store {
   saveChange(accountId: number, change: TopologyChange): void;
   /** Persists already-validated changes in one transaction: all or none. */
   saveChanges(accountId: number, changes: readonly TopologyChange[]): void;
+  /** Queues a message durably; returns its id. */
+  enqueue(item: Pick<OutboxItem, 'accountId' | 'kind' | 'recipient' | 'subject' | 'body'>, now: number): number;
+  /** Queued messages due at `now`, oldest first. */
+  dueOutbox(now: number, limit: number): OutboxItem[];
+  /** Records an attempt's outcome: sent, queued again for `nextAt`, or failed for good. */
+  updateOutbox(id: number, state: OutboxItem['state'], attempts: number, nextAt: number, error: string | null): void;
+  /** Recent messages of an account (null: system messages), newest first. */
+  listOutbox(accountId: number | null, limit: number): OutboxItem[];
+  /** Messages an account queued since `since` (epoch ms), for its hourly rate. */
+  countOutboxSince(accountId: number, since: number): number;
   close(): void;
+}
+
+/** A message in the durable outbox (e-mail or SMS). */
+export interface OutboxItem {
+  id: number;
+  accountId: number | null;
+  kind: 'mail' | 'sms';
+  recipient: string;
+  subject: string;
+  body: string;
+  state: 'queued' | 'sent' | 'failed';
+  attempts: number;
+  /** Epoch ms of the next attempt (queued) or of the last change. */
+  nextAt: number;
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
 }
 
 export class StoreError extends Error {

@@ -12,6 +12,7 @@ import { Topology, TopologyFailure } from '../routing/topology.ts';
 import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
+import type { Outbox } from '../services/outbox.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
 
 const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
@@ -40,8 +41,8 @@ export class Supervisor {
   private stoppedWaiters = new Map<number, () => void>();
   /** Serves HTTP requests relayed from the device port. */
   httpHandler: ((req: ApiRequest) => Promise<ApiResponse>) | null = null;
-  /** Sends an e-mail through the mail service; null while no mail transport is configured. */
-  mailer: ((to: string, subject: string, body: string) => Promise<void>) | null = null;
+  /** The durable outbox for e-mail and SMS (null in tests that run without one). */
+  outbox: Outbox | null = null;
   /** The authoritative topology of every account (persisted in the store, replicated to every shard). */
   private readonly topologies = new Map<number, Topology>();
   private syncSeq = 0;
@@ -155,6 +156,26 @@ export class Supervisor {
         case OP.STOPPED:
           this.stoppedWaiters.get(index)?.();
           break;
+        case OP.OUTBOX_SUBMIT: {
+          const req = ops[i++] as number;
+          const account = ops[i++] as number;
+          const kind = ops[i++] as 'mail' | 'sms';
+          const to = ops[i++] as string;
+          const subject = ops[i++] as string;
+          const body = ops[i++] as string;
+          let result: string;
+          if (this.outbox === null) result = kind === 'mail' ? 'MAIL_DISABLED' : 'SMS_DISABLED';
+          else {
+            try {
+              result = this.outbox.submit(account, kind, to, subject, body);
+            } catch (err) {
+              this.log.error({ err }, 'outbox write failed');
+              result = 'UNAVAILABLE';
+            }
+          }
+          link.ops.push(OP.OUTBOX_RESULT, req, result);
+          break;
+        }
         case OP.HTTP_REQUEST: {
           const req = ops[i++] as number;
           const request = JSON.parse(ops[i++] as string) as ApiRequest;
