@@ -49,6 +49,8 @@ export class PortLink {
   /** DIR_* messages received from the peer and applied. */
   dirApplied = 0;
   dirAckDue = false;
+  /** RAW chunks to send after this turn's batch: [to, from, Buffer] triples. */
+  raw: unknown[] = [];
   /** The handle of the last DELIVER queued and the index of its data in `ops` (delivery coalescing). */
   lastHandle = 0;
   lastData = -1;
@@ -72,7 +74,7 @@ export class PortLink {
   }
 
   get pending(): boolean {
-    return this.ops.length > 0 || this.owed > 0 || this.dirAckDue;
+    return this.ops.length > 0 || this.owed > 0 || this.dirAckDue || this.raw.length > 0;
   }
 
   /** Receiver side: the peer credited `bytes`. */
@@ -105,11 +107,31 @@ export class PortLink {
       this.ops.push(OP.DIR_ACK, this.dirApplied);
       this.dirAckDue = false;
     }
-    if (this.ops.length === 0) return;
-    const bytes = encodeBatch(this.ops);
-    this.ops = [];
-    if (counted) this.inflight += bytes.byteLength;
-    this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+    if (this.ops.length > 0) {
+      const bytes = encodeBatch(this.ops);
+      this.ops = [];
+      if (counted) this.inflight += bytes.byteLength;
+      this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+    }
+    // RAW chunks follow the batch (which may hold their RAW_OPEN), moved, not copied, when they own their memory.
+    const raw = this.raw;
+    if (raw.length === 0) return;
+    this.raw = [];
+    for (let i = 0; i < raw.length; i += 3) {
+      const buf = raw[i + 2] as Buffer;
+      const whole =
+        buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer);
+      const data = whole
+        ? (buf.buffer as ArrayBuffer)
+        : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+      const msg: PortMessage = {
+        kind: 'raw',
+        to: raw[i] as number,
+        from: raw[i + 1] as number,
+        data: data as ArrayBuffer,
+      };
+      this.port.postMessage(msg, [msg.data]);
+    }
   }
 
   close(): void {

@@ -32,6 +32,14 @@ export const OP = {
   CREDIT: 10,
   /** Live registrations of the sending shard, sent to a restarted shard. */
   SNAPSHOT: 11,
+  /** RAW channel: a writer asks the reader's shard to link: [reader, writer]. */
+  RAW_OPEN: 12,
+  /** The answer: [writer, reader, '' | FailCode]. */
+  RAW_OPEN_RESULT: 13,
+  /** Bytes of a writer's stream the reader's socket accepted: [writer, bytes]. */
+  RAW_ACK: 14,
+  /** One end of a RAW link went away: [handle told, the other end, role 1 = writer left / 0 = reader left]. */
+  RAW_CLOSE: 15,
 
   // shard -> supervisor
   /** The shard listens and is ready. */
@@ -91,6 +99,10 @@ export type Message =
   | [op: typeof OP.KICK, handle: number]
   | [op: typeof OP.CREDIT, bytes: number]
   | [op: typeof OP.SNAPSHOT, count: number, ...entries: (number | string)[]]
+  | [op: typeof OP.RAW_OPEN, reader: number, writer: number]
+  | [op: typeof OP.RAW_OPEN_RESULT, writer: number, reader: number, result: FailCode | '']
+  | [op: typeof OP.RAW_ACK, writer: number, bytes: number]
+  | [op: typeof OP.RAW_CLOSE, handle: number, other: number, role: number]
   | [op: typeof OP.READY, shard: number]
   | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
   | [op: typeof OP.UID_LOOKUP, req: number, email: string]
@@ -119,13 +131,15 @@ export type Message =
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];
 
-/** Messages that carry a MessagePort (not msgpackr-encodable). */
-export interface PortMessage {
-  kind: 'peer-port';
-  /** Index of the shard at the other end of the port. */
-  peer: number;
-  port: MessagePort;
-}
+/** Messages sent as objects rather than msgpackr batches: ports, and RAW chunks as transferred buffers. */
+export type PortMessage =
+  | {
+      kind: 'peer-port';
+      /** Index of the shard at the other end of the port. */
+      peer: number;
+      port: MessagePort;
+    }
+  | { kind: 'raw'; to: number; from: number; data: ArrayBuffer };
 
 /** What a shard worker receives as workerData. */
 export interface ShardInit {

@@ -85,6 +85,7 @@ export function parseTimeArg(arg: string): TimeRequest | null {
     if (h > 14 || min > 59) return null;
     return { offset: (m[1] === '-' ? -1 : 1) * (h * 60 + min), zone: null, format };
   }
+  if (/^[+-]/.test(rest)) return null; // a signed value that is not ±HH:MM is a malformed offset
   if (rest === '' || /^(GMT|UTC|Z)$/i.test(rest)) return { offset: 0, zone: null, format };
   if (!/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(rest) || !validZone(rest)) return { offset: 0, zone: null, format };
   return { offset: null, zone: rest, format };

@@ -19,8 +19,22 @@ export interface Session {
   seq: number;
 }
 
+/** RAW channel state (PROTOCOL.md §7), allocated on first use. */
+export interface RawLink {
+  /** Handle of the device this connection streams to (0: none). */
+  out: number;
+  /** That device's connection when it is on this shard. */
+  outLocal: Connection | null;
+  /** Cross-shard bytes sent and not yet accepted by the reader's socket. */
+  inflight: number;
+  /** The reader went away: the next write gets [FAIL:REM_LINK]. */
+  broken: boolean;
+  /** Handle of the device streaming to this connection (0: none). */
+  in: number;
+}
+
 /** Why a socket is paused; reading resumes when no reason is left. */
-export const PAUSE = { BLOCKED: 1, LINK: 2, OUTPUT: 4 } as const;
+export const PAUSE = { BLOCKED: 1, LINK: 2, OUTPUT: 4, RAW: 8 } as const;
 
 export class Connection implements FramerState {
   pending = '';
@@ -47,6 +61,7 @@ export class Connection implements FramerState {
   /** The UID (e-mail) a lookup found no account for, so the retried line fails instead of asking again. */
   missedUid: string | null = null;
   session: Session | null = null;
+  raw: RawLink | null = null;
   pauses = 0;
   commanded = false;
   /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */

@@ -10,6 +10,7 @@ import { groupReply } from '../protocol/replies.ts';
 import type { Account } from '../routing/account.ts';
 import { ALIVE, FULL, liveFlags, shardOf, slotOf } from '../routing/handle.ts';
 import type { Connection } from './connection.ts';
+import { rawOpen } from './raw.ts';
 import type { ShardActor } from './shard.ts';
 
 /** Reusable list of group members: a handle, or 0 for a member that is offline. */
@@ -51,7 +52,7 @@ export function cmdPush(
   name: string,
   data: string,
 ): void {
-  if (target === TARGET.RAW) return shard.fail(conn, 'UNKNOWN_CMD'); // RAW channels arrive with issue 7
+  if (target === TARGET.RAW) return rawOpen(shard, conn, acct.devices.get(canonicalId(name)));
   if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
   remember(shard, conn, data);
   const me = conn.id!;

@@ -49,6 +49,7 @@ import {
 import { executeCommand } from './commands.ts';
 import { Connection, PAUSE, type Session } from './connection.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
+import { rawAck, rawChunk, rawClosed, rawEnd, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
 
 interface PendingRegistration {
   conn: Connection;
@@ -298,6 +299,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.stale = false;
       if (conn.handle !== 0) clearFlag(this.table, conn.slot, STALE);
     }
+    const raw = conn.raw;
+    if (raw !== null && raw.out !== 0) {
+      rawWrite(this, conn, raw, buf); // §7: a linked writer's bytes are not parsed
+      return;
+    }
     const chunk = buf.toString('latin1');
     if (!conn.commanded) {
       // §1: a connection whose first bytes are an HTTP request line goes to the HTTP API, however TCP
@@ -352,9 +358,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.scheduleFlush();
   }
 
-  /** Per-chunk bookkeeping after framing: RETDATA copies, idle-flush tracking. */
+  /** Per-chunk bookkeeping after framing: RETDATA copies, idle-flush tracking, RAW hand-over. */
   private afterInput(conn: Connection): void {
     if (conn.cacheFresh > 0) this.detachCache(conn);
+    const raw = conn.raw;
+    if (raw !== null && raw.out !== 0 && conn.pending.length > 0 && !conn.blocked) {
+      // The bytes after `RAW:<ID>` in the same read are already stream data.
+      const rest = Buffer.from(conn.pending, 'latin1');
+      conn.pending = '';
+      rawWrite(this, conn, raw, rest);
+    }
     const waiting = conn.pending.length > 0 && !conn.blocked && this.idleMs > 0;
     if (waiting && !conn.idleListed) {
       conn.idleListed = true;
@@ -414,6 +427,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const acct = conn.account;
     const id = conn.id;
     const handle = conn.handle;
+    if (conn.raw !== null) rawEnd(this, conn, handle);
     if (handle === 0 || acct === null || id === null) return;
     endRegistration(this.table, conn.slot);
     if (conn.fullSince !== 0) conn.fullSince = 0;
@@ -436,7 +450,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (end === start || conn.closed) return true;
     conn.commanded = true;
     executeCommand(this, conn, s, start, end);
-    return !conn.blocked;
+    // A RAW link makes everything after this line stream data: stop framing.
+    return !conn.blocked && (conn.raw === null || conn.raw.out === 0);
   }
 
   onTooLong(conn: Connection): void {
@@ -714,6 +729,24 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private readonly flushBound = (): void => this.flush();
 
+  /** Writes the connection's queued text now (before RAW bytes that must follow it). */
+  flushNow(conn: Connection): void {
+    this.flushConn(conn);
+  }
+
+  /** A writer waits for the reader's shard to accept a RAW link. */
+  blockForRaw(conn: Connection): void {
+    this.block(conn);
+  }
+
+  /** The reader's shard answered: stream the waiting bytes when linked, else parse them as commands. */
+  unblockAfterRaw(conn: Connection, linked: boolean): void {
+    if (!linked) return this.unblock(conn);
+    conn.blocked = false;
+    this.afterInput(conn);
+    this.resume(conn, PAUSE.BLOCKED);
+  }
+
   private flushConn(conn: Connection): void {
     if (conn.outBytes === 0) return;
     if (conn.okRun !== 0) this.endOkRun(conn);
@@ -824,7 +857,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           conn.socket.destroy();
           continue;
         }
-        if (!conn.rxSinceTick) {
+        if (!conn.rxSinceTick && conn.raw === null) {
+          // §7: no SYNC line is ever injected into a RAW stream.
           this.send(conn, syncLine(new Date(now)));
           if (conn.handle !== 0 && ++conn.silentTicks >= 2 && !conn.stale) {
             conn.stale = true;
@@ -845,8 +879,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   // ---------------------------------------------------------------- cross-thread
 
   private attachPeer(peer: number, port: import('node:worker_threads').MessagePort): void {
-    const link = new PortLink(peer, port, this.config.PServer.LINK_MAX_BYTES, (ops, from) =>
-      this.onPeerBatch(ops, from),
+    const link = new PortLink(
+      peer,
+      port,
+      this.config.PServer.LINK_MAX_BYTES,
+      (ops, from) => this.onPeerBatch(ops, from),
+      (msg) => {
+        if (msg.kind === 'raw') rawChunk(this, msg.to, msg.from, msg.data);
+      },
     );
     link.onDecongest = () => this.onDecongest();
     this.links[peer] = link;
@@ -937,6 +977,28 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.CREDIT:
           link.credit(ops[i++] as number);
           break;
+        case OP.RAW_OPEN: {
+          const reader = ops[i++] as number;
+          rawOpenRequest(this, reader, ops[i++] as number);
+          break;
+        }
+        case OP.RAW_OPEN_RESULT: {
+          const writer = ops[i++] as number;
+          const reader = ops[i++] as number;
+          rawOpenResult(this, writer, reader, ops[i++] as string);
+          break;
+        }
+        case OP.RAW_ACK: {
+          const writer = ops[i++] as number;
+          rawAck(this, writer, ops[i++] as number);
+          break;
+        }
+        case OP.RAW_CLOSE: {
+          const handle = ops[i++] as number;
+          const other = ops[i++] as number;
+          rawClosed(this, handle, other, ops[i++] as number);
+          break;
+        }
         case OP.SNAPSHOT: {
           const count = ops[i++] as number;
           for (let k = 0; k < count; k++) {
