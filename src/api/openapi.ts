@@ -127,6 +127,13 @@ export const OPENAPI = {
       parameters: [account],
       get: { summary: 'Devices online now', responses: { '200': ok('devices'), ...errors } },
     },
+    '/api/v1/accounts/{account}/held': {
+      parameters: [account],
+      get: {
+        summary: 'Devices with messages held while offline: count, oldest, and how many HOLDBUFFER dropped',
+        responses: { '200': ok('held'), ...errors },
+      },
+    },
     '/api/v1/accounts/{account}/outbox': {
       parameters: [account],
       get: {

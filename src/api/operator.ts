@@ -249,6 +249,10 @@ export class OperatorApi {
       return json(200, { devices });
     });
 
+    r('GET', '/api/v1/accounts/{account}/held', (ctx) => {
+      const acct = this.account(ctx);
+      return json(200, { devices: this.store.heldSummary(acct.id) });
+    });
     r('GET', '/api/v1/accounts/{account}/outbox', (ctx) => {
       const acct = this.account(ctx);
       const limit = Math.min(1000, Math.max(1, Number(ctx.query.get('limit') ?? 100) || 100));

@@ -92,6 +92,12 @@ export const SCHEMA = {
       min: 0.01,
       doc: 'seconds a device may stay over MAX_OUTBUF before it is disconnected as a slow consumer',
     },
+    HOLD_TTL: {
+      type: 'number',
+      def: 604800,
+      min: 1,
+      doc: 'seconds a held message waits for its offline device before it is dropped',
+    },
     AUTH_FAILS: {
       type: 'int',
       def: 50,
@@ -108,7 +114,11 @@ export const SCHEMA = {
   USER: {
     '1TREE': { type: 'levels', def: levels(1, 1, 1, 1), doc: 'tree allowed (1) or not (0), per plan level 1..4' },
     '2NODEPERTREE': { type: 'levels', def: levels(10, 100, 10000, 1000000), doc: 'tree nodes per account' },
-    '4HOLDPUSH': { type: 'levels', def: levels(0, 0, 1, 1), doc: 'pushes to offline devices are held (1) or not' },
+    '4HOLDPUSH': {
+      type: 'levels',
+      def: levels(0, 0, 0, 0),
+      doc: 'pushes to known offline devices are held (1) or answered [FAIL:REM_ID] (0); off unless a plan enables it',
+    },
     '5HOLDBUFFER': { type: 'levels', def: levels(0, 0, 100, 1000), doc: 'held messages per device' },
     '6MAILPUSH': { type: 'levels', def: levels(0, 1, 1, 1), doc: 'e-mail allowed (1) or not' },
     '7SMSPUSH': { type: 'levels', def: levels(0, 0, 1, 1), doc: 'SMS allowed (1) or not' },

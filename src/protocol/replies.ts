@@ -5,6 +5,7 @@ export const CRLF = '\r\n';
 export const OK_DATA_SENT = '[OK:DATA_SENT]\r\n';
 export const OK_NODEREMOVED = '[OK:NODEREMOVED]\r\n';
 export const OK_MAIL_SENT = '[OK:MAIL_SENT]\r\n';
+export const OK_DATA_HELD = '[OK:DATA_HELD]\r\n';
 export const OK_SMS_SENT = '[OK:SMS_SENT]\r\n';
 
 export function ok(value: string): string {

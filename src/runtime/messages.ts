@@ -76,6 +76,16 @@ export const OP = {
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
   OUTBOX_RESULT: 46,
+  /** Shard -> supervisor: hold a push for an offline device: [req (0 = no answer), account, id, data, level]. */
+  HOLD: 47,
+  /** Supervisor -> shard: [req, 'DATA_HELD' | 'REM_ID']. */
+  HOLD_RESULT: 48,
+  /** Shard -> supervisor: a device registered; take its held messages: [req, account, id]. */
+  HELD_FETCH: 49,
+  /** Supervisor -> shard: [req, count, ...data] oldest first. */
+  HELD_DATA: 50,
+  /** Shard -> supervisor: a device registered or left (last seen): [account, id]. */
+  SEEN: 51,
   /** Resolve an account UID (e-mail) for a secure session; answered with KEY_RESULT. */
   UID_LOOKUP: 44,
   /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
@@ -106,6 +116,11 @@ export type Message =
   | [op: typeof OP.READY, shard: number]
   | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
   | [op: typeof OP.UID_LOOKUP, req: number, email: string]
+  | [op: typeof OP.HOLD, req: number, account: number, id: string, data: string, level: number]
+  | [op: typeof OP.HOLD_RESULT, req: number, result: 'DATA_HELD' | 'REM_ID']
+  | [op: typeof OP.HELD_FETCH, req: number, account: number, id: string]
+  | [op: typeof OP.HELD_DATA, req: number, count: number, ...data: string[]]
+  | [op: typeof OP.SEEN, account: number, id: string]
   | [
       op: typeof OP.OUTBOX_SUBMIT,
       req: number,

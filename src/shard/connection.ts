@@ -62,6 +62,13 @@ export class Connection implements FramerState {
   missedUid: string | null = null;
   session: Session | null = null;
   raw: RawLink | null = null;
+  /**
+   * Output waiting behind a reply that another thread is still deciding (a held push's [OK:DATA_HELD], the
+   * held backlog after [OK:<ID>]): entries in order, null where the answer is pending; `slotBase` is the
+   * absolute index of slots[0]. Null when nothing waits.
+   */
+  slots: (string | null)[] | null = null;
+  slotBase = 0;
   pauses = 0;
   commanded = false;
   /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */

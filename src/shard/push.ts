@@ -13,8 +13,9 @@ import type { Connection } from './connection.ts';
 import { rawOpen } from './raw.ts';
 import type { ShardActor } from './shard.ts';
 
-/** Reusable list of group members: a handle, or 0 for a member that is offline. */
+/** Reusable list of group members: a handle, or 0 for a member that is offline; and their IDs. */
 const members: number[] = [];
+const memberIds: string[] = [];
 
 /** Token bucket per account on this shard (NODE.PUSH_RATE, burst of one second). */
 function rateAllows(shard: ShardActor, acct: Account): boolean {
@@ -59,11 +60,11 @@ export function cmdPush(
   const topo = acct.topology;
   switch (target) {
     case TARGET.RID:
-      return replyOne(shard, conn, pushOne(shard, conn, acct, canonicalId(name), data));
+      return pushAndReply(shard, conn, acct, canonicalId(name), data);
     case TARGET.PARENT: {
       const parent = topo?.parentOf(me) ?? null;
       if (parent === null) return shard.fail(conn, 'NO_PARENT');
-      return replyOne(shard, conn, pushOne(shard, conn, acct, parent, data));
+      return pushAndReply(shard, conn, acct, parent, data);
     }
     case TARGET.FRIENDS:
       if (topo !== null && topo.parentOf(me) !== null) {
@@ -72,7 +73,10 @@ export function cmdPush(
         // §5: all roots, and every live ID that is not in the tree, are friends of each other.
         if (topo !== null) for (const id of topo.roots()) if (id !== me) addMember(acct, id);
         for (const [id, handle] of acct.devices) {
-          if (handle !== conn.handle && (topo === null || !topo.has(id)) && isLive(shard, handle)) members.push(handle);
+          if (handle !== conn.handle && (topo === null || !topo.has(id)) && isLive(shard, handle)) {
+            members.push(handle);
+            memberIds.push(id);
+          }
         }
       }
       break;
@@ -91,7 +95,7 @@ export function cmdPush(
     case TARGET.ALIAS: {
       const targets = topo?.aliases.get(canonicalId(name));
       if (targets === undefined) return shard.fail(conn, 'NO_ALIAS');
-      if (targets.length === 1) return replyOne(shard, conn, pushOne(shard, conn, acct, targets[0]!, data));
+      if (targets.length === 1) return pushAndReply(shard, conn, acct, targets[0]!, data);
       for (const id of targets) if (id !== me) addMember(acct, id);
       break;
     }
@@ -100,9 +104,17 @@ export function cmdPush(
   }
   if (members.length > shard.config.NODE.MAX_FANOUT) {
     members.length = 0;
+    memberIds.length = 0;
     return shard.fail(conn, 'FANOUT_LIMIT');
   }
-  shard.send(conn, deliverGroup(shard, conn, data));
+  shard.send(conn, deliverGroup(shard, conn, acct, data));
+}
+
+/** RID semantics with §5 Hold: an offline known device's push is held when the plan allows it. */
+function pushAndReply(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): void {
+  const result = pushOne(shard, conn, acct, id, data);
+  if (result === REM_ID && shard.holdAllowed(acct)) return shard.hold(conn, acct, id, data);
+  replyOne(shard, conn, result);
 }
 
 /** True when the handle is a live registration (one memory read for a remote shard). */
@@ -116,6 +128,7 @@ function isLive(shard: ShardActor, handle: number): boolean {
 
 function addMember(acct: Account, id: string): void {
   members.push(acct.devices.get(id) ?? 0);
+  memberIds.push(id);
 }
 
 const SENT = 0;
@@ -145,30 +158,45 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
   return SENT;
 }
 
-/** Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. */
-function deliverGroup(shard: ShardActor, conn: Connection, data: string): string {
+/**
+ * Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. Offline members are
+ * held when the plan allows it (§5 Hold; the reply still counts them as not delivered).
+ */
+function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string): string {
   const scratch = shard.scratch;
   const status = shard.status;
   const me = shard.index;
   const total = members.length;
+  const holding = shard.holdAllowed(acct);
   let line: string | null = null;
   let delivered = 0;
   for (let i = 0; i < total; i++) {
     const handle = members[i]!;
-    if (handle === 0) continue;
+    if (handle === 0) {
+      if (holding) shard.hold(null, acct, memberIds[i]!, data);
+      continue;
+    }
     const target = shardOf(handle);
     if (target === me) {
       const peer = shard.conns[slotOf(handle)];
-      if (peer === undefined || peer.handle !== handle || peer.closed) continue;
+      if (peer === undefined || peer.handle !== handle || peer.closed) {
+        if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        continue;
+      }
       if (line === null) line = `PUSH:${data}\r\n`;
       if (shard.deliverLocal(peer, line)) delivered++;
     } else {
       const flags = liveFlags(status, handle);
-      if (!(flags & ALIVE) || flags & FULL || shard.links[target] === undefined) continue;
+      if (!(flags & ALIVE) || shard.links[target] === undefined) {
+        if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        continue;
+      }
+      if (flags & FULL) continue;
       scratch[target]!.push(handle);
       delivered++;
     }
   }
+  memberIds.length = 0;
   for (let p = 0; p < scratch.length; p++) {
     const list = scratch[p]!;
     if (list.length === 0) continue;

@@ -15,12 +15,12 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { readRequest, writeResponse } from '../api/http.ts';
 import type { ApiResponse } from '../api/types.ts';
-import type { Config } from '../config/schema.ts';
+import { type Config, planValue } from '../config/schema.ts';
 import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
-import { OK_DATA_SENT, OK_MAIL_SENT, OK_SMS_SENT, ok, syncLine } from '../protocol/replies.ts';
+import { OK_DATA_HELD, OK_DATA_SENT, OK_MAIL_SENT, OK_SMS_SENT, ok, syncLine } from '../protocol/replies.ts';
 import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey } from '../protocol/secure.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
@@ -93,6 +93,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** KEY or UID lookups under way: the waiting connection and, for UID lookups, the e-mail. */
   private readonly keyWaits = new Map<number, { conn: Connection; email: string | null }>();
   private readonly outboxWaits = new Map<number, { conn: Connection; kind: 'mail' | 'sms' }>();
+  /** Held pushes and backlog fetches waiting for the supervisor: the connection and its reserved reply. */
+  private readonly holdWaits = new Map<number, { conn: Connection; token: number }>();
   private readonly addrConns: AddressCounters;
   readonly addrFails: AddressCounters;
   /** Process RSS sampled by the sweep, for the memory guard. */
@@ -430,6 +432,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (conn.raw !== null) rawEnd(this, conn, handle);
     if (handle === 0 || acct === null || id === null) return;
     endRegistration(this.table, conn.slot);
+    this.control.ops.push(OP.SEEN, acct.id, id);
     if (conn.fullSince !== 0) conn.fullSince = 0;
     conn.handle = 0;
     conn.id = null;
@@ -603,6 +606,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.id = id;
       conn.account = account;
       this.send(conn, ok(id));
+      this.control.ops.push(OP.SEEN, account.id, id);
+      if (this.holdAllowed(account)) {
+        // §5 Hold: the backlog comes right after [OK:<ID>], before any newer message.
+        const req = ++this.reqSeq;
+        this.holdWaits.set(req, { conn, token: this.deferReply(conn) });
+        this.control.ops.push(OP.HELD_FETCH, req, account.id, id);
+      }
+      this.scheduleFlush();
     } else {
       endRegistration(this.table, conn.slot);
       this.fail(conn, result);
@@ -665,6 +676,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   /** Queues text for the connection; written once per event-loop turn. */
   send(conn: Connection, text: string): void {
+    if (conn.slots !== null) {
+      conn.slots.push(text);
+      return;
+    }
     if (conn.okRun !== 0) this.endOkRun(conn);
     conn.out += text;
     conn.outBytes += text.length;
@@ -680,6 +695,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    * repeated string instead of one rope node each.
    */
   sendDataSent(conn: Connection): void {
+    if (conn.slots !== null) {
+      conn.slots.push(OK_DATA_SENT);
+      return;
+    }
     conn.okRun++;
     conn.outBytes += OK_DATA_SENT.length;
     if (!conn.queued) {
@@ -687,6 +706,47 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       this.dirty.push(conn);
       this.scheduleFlush();
     }
+  }
+
+  /** Reserves the place of an answer another thread decides; later output waits behind it. */
+  deferReply(conn: Connection): number {
+    if (conn.slots === null) conn.slots = [];
+    conn.slots.push(null);
+    return conn.slotBase + conn.slots.length - 1;
+  }
+
+  /** Fills a reserved place and releases every output that was waiting only for it. */
+  resolveReply(conn: Connection, token: number, text: string): void {
+    const slots = conn.slots;
+    if (slots === null || conn.closed) return;
+    slots[token - conn.slotBase] = text;
+    let n = 0;
+    while (n < slots.length && slots[n] !== null) n++;
+    if (n === 0) return;
+    const ready = slots.splice(0, n);
+    conn.slotBase += n;
+    if (slots.length === 0) conn.slots = null;
+    const saved = conn.slots;
+    conn.slots = null;
+    this.send(conn, ready.join(''));
+    conn.slots = saved;
+  }
+
+  /** §5 Hold: allowed by the account's plan. */
+  holdAllowed(acct: Account): boolean {
+    const u = this.config.USER;
+    return planValue(u['4HOLDPUSH'], acct.level) === 1 && planValue(u['5HOLDBUFFER'], acct.level) > 0;
+  }
+
+  /** Holds a push for an offline device; `conn` (if given) gets [OK:DATA_HELD] or [FAIL:REM_ID] in order. */
+  hold(conn: Connection | null, acct: Account, id: string, data: string): void {
+    let req = 0;
+    if (conn !== null) {
+      req = ++this.reqSeq;
+      this.holdWaits.set(req, { conn, token: this.deferReply(conn) });
+    }
+    this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level);
+    this.scheduleFlush();
   }
 
   private endOkRun(conn: Connection): void {
@@ -1068,6 +1128,26 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.TOPOLOGY_RESET: {
           const acct = this.accounts.find(ops[i++] as number);
           if (acct) acct.topology = null;
+          break;
+        }
+        case OP.HOLD_RESULT: {
+          const req = ops[i++] as number;
+          const result = ops[i++] as string;
+          const wait = this.holdWaits.get(req);
+          this.holdWaits.delete(req);
+          if (wait !== undefined) {
+            this.resolveReply(wait.conn, wait.token, result === 'DATA_HELD' ? OK_DATA_HELD : FAIL_LINE.REM_ID);
+          }
+          break;
+        }
+        case OP.HELD_DATA: {
+          const req = ops[i++] as number;
+          const count = ops[i++] as number;
+          let text = '';
+          for (let k = 0; k < count; k++) text += `PUSH:${ops[i++] as string}\r\n`;
+          const wait = this.holdWaits.get(req);
+          this.holdWaits.delete(req);
+          if (wait !== undefined) this.resolveReply(wait.conn, wait.token, text);
           break;
         }
         case OP.OUTBOX_RESULT: {

@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { TopologyChange } from '../routing/changes.ts';
 import { generateKey, hashPassword, isValidEmail, verifyPassword } from './credentials.ts';
-import { type AccountRecord, type OutboxItem, type Store, StoreError } from './store.ts';
+import {
+  type AccountRecord,
+  type HeldSummary,
+  type HoldRequest,
+  type OutboxItem,
+  type Store,
+  StoreError,
+} from './store.ts';
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE accounts (
@@ -64,6 +71,23 @@ const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX outbox_due ON outbox(state, next_at);
    CREATE INDEX outbox_account ON outbox(account_id, created_at)`,
+  `CREATE TABLE known_devices (
+     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     last_seen INTEGER NOT NULL,
+     dropped INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (account_id, id)
+   );
+   CREATE TABLE held (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     data TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   );
+   CREATE INDEX held_device ON held(account_id, id, seq);
+   CREATE INDEX held_expiry ON held(expires_at)`,
 ];
 
 /** The schema version a fully migrated store has. */
@@ -402,6 +426,90 @@ export class SqliteStore implements Store {
         n: number;
       }
     ).n;
+  }
+
+  hold(items: readonly HoldRequest[], now: number): void {
+    if (items.length === 0) return;
+    this.tx(() => {
+      const insert = this.q('INSERT INTO held (account_id, id, data, created_at, expires_at) VALUES (?, ?, ?, ?, ?)');
+      const touched = new Map<string, HoldRequest>();
+      for (const h of items) {
+        insert.run(h.accountId, h.id, h.data, now, h.expiresAt);
+        touched.set(`${h.accountId}\u0000${h.id}`, h);
+      }
+      // HOLDBUFFER: keep the newest `limit`, drop the oldest, and count the drops.
+      for (const h of touched.values()) {
+        const n = (
+          this.q('SELECT count(*) AS n FROM held WHERE account_id = ? AND id = ?').get(h.accountId, h.id) as {
+            n: number;
+          }
+        ).n;
+        if (n <= h.limit) continue;
+        const excess = n - h.limit;
+        this.q(
+          'DELETE FROM held WHERE seq IN (SELECT seq FROM held WHERE account_id = ? AND id = ? ORDER BY seq LIMIT ?)',
+        ).run(h.accountId, h.id, excess);
+        this.q(
+          `INSERT INTO known_devices (account_id, id, last_seen, dropped) VALUES (?, ?, 0, ?)
+           ON CONFLICT(account_id, id) DO UPDATE SET dropped = dropped + excluded.dropped`,
+        ).run(h.accountId, h.id, excess);
+      }
+    });
+  }
+
+  takeHeld(accountId: number, id: string, now: number): string[] {
+    return this.tx(() => {
+      const rows = this.q('SELECT data FROM held WHERE account_id = ? AND id = ? AND expires_at > ? ORDER BY seq').all(
+        accountId,
+        id,
+        now,
+      ) as { data: string }[];
+      this.q('DELETE FROM held WHERE account_id = ? AND id = ?').run(accountId, id);
+      return rows.map((r) => r.data);
+    });
+  }
+
+  heldSummary(accountId: number): HeldSummary[] {
+    return this.q(
+      `SELECT ids.id AS id,
+         (SELECT count(*) FROM held WHERE account_id = ?1 AND id = ids.id) AS count,
+         (SELECT min(created_at) FROM held WHERE account_id = ?1 AND id = ids.id) AS oldest,
+         coalesce((SELECT dropped FROM known_devices WHERE account_id = ?1 AND id = ids.id), 0) AS dropped
+       FROM (SELECT id FROM held WHERE account_id = ?1
+             UNION SELECT id FROM known_devices WHERE account_id = ?1 AND dropped > 0) ids
+       ORDER BY ids.id`,
+    ).all(accountId) as unknown as HeldSummary[];
+  }
+
+  heldKeys(): { accountId: number; id: string }[] {
+    return (this.q('SELECT DISTINCT account_id, id FROM held').all() as { account_id: number; id: string }[]).map(
+      (r) => ({ accountId: r.account_id, id: r.id }),
+    );
+  }
+
+  purgeHeld(now: number): number {
+    return Number(this.q('DELETE FROM held WHERE expires_at <= ?').run(now).changes);
+  }
+
+  markSeen(entries: readonly { accountId: number; id: string }[], now: number): void {
+    if (entries.length === 0) return;
+    this.tx(() => {
+      const up = this.q(
+        `INSERT INTO known_devices (account_id, id, last_seen) VALUES (?, ?, ?)
+         ON CONFLICT(account_id, id) DO UPDATE SET last_seen = excluded.last_seen`,
+      );
+      for (const e of entries) {
+        if (this.q('SELECT 1 FROM accounts WHERE id = ?').get(e.accountId) !== undefined)
+          up.run(e.accountId, e.id, now);
+      }
+    });
+  }
+
+  lastSeen(accountId: number, id: string): number | null {
+    const row = this.q('SELECT last_seen FROM known_devices WHERE account_id = ? AND id = ?').get(accountId, id) as
+      | { last_seen: number }
+      | undefined;
+    return row === undefined || row.last_seen === 0 ? null : row.last_seen;
   }
 
   close(): void {

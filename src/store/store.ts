@@ -53,6 +53,20 @@ export interface Store {
   listOutbox(accountId: number | null, limit: number): OutboxItem[];
   /** Messages an account queued since `since` (epoch ms), for its hourly rate. */
   countOutboxSince(accountId: number, since: number): number;
+  /** Stores held pushes in one transaction (the batch of a turn). */
+  hold(items: readonly HoldRequest[], now: number): void;
+  /** Takes (returns and deletes) a device's unexpired held messages, oldest first. */
+  takeHeld(accountId: number, id: string, now: number): string[];
+  /** Devices with held messages (and drop counts) of an account. */
+  heldSummary(accountId: number): HeldSummary[];
+  /** (account, ID) pairs that have held messages, to answer "nothing held" without a query. */
+  heldKeys(): { accountId: number; id: string }[];
+  /** Deletes expired held messages; returns how many. */
+  purgeHeld(now: number): number;
+  /** Records that devices registered or left (last seen); "known" devices may have pushes held. */
+  markSeen(entries: readonly { accountId: number; id: string }[], now: number): void;
+  /** Unix ms a device was last seen, or null for one never registered. */
+  lastSeen(accountId: number, id: string): number | null;
   close(): void;
 }
 
@@ -71,6 +85,25 @@ export interface OutboxItem {
   lastError: string | null;
   createdAt: number;
   updatedAt: number;
+}
+
+/** A push to hold for an offline device (issue 8). */
+export interface HoldRequest {
+  accountId: number;
+  id: string;
+  data: string;
+  /** Epoch ms after which it is dropped. */
+  expiresAt: number;
+  /** HOLDBUFFER of the account's plan: the oldest beyond it are dropped. */
+  limit: number;
+}
+
+/** Held messages of one device, for the operator API. */
+export interface HeldSummary {
+  id: string;
+  count: number;
+  oldest: number | null;
+  dropped: number;
 }
 
 export class StoreError extends Error {

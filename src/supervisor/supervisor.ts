@@ -13,7 +13,7 @@ import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { Outbox } from '../services/outbox.ts';
-import type { AccountRecord, Store } from '../store/store.ts';
+import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
 
 const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
 
@@ -48,6 +48,9 @@ export class Supervisor {
   private syncSeq = 0;
   private syncWaits: { seq: number; pending: Set<number>; resolve: () => void }[] = [];
   private querySeq = 0;
+  /** (account:ID) pairs with held messages, so a registration with nothing held costs no query. */
+  private readonly heldKeys = new Set<string>();
+  private purgeTimer: NodeJS.Timeout | null = null;
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
 
   constructor(config: Config, store: Store, log: Logger, shardCount: number) {
@@ -70,6 +73,15 @@ export class Supervisor {
 
   /** Spawns every shard and resolves once all of them listen. */
   async start(): Promise<void> {
+    for (const k of this.store.heldKeys()) this.heldKeys.add(`${k.accountId}:${k.id}`);
+    this.purgeTimer = setInterval(() => {
+      try {
+        this.store.purgeHeld(Date.now());
+      } catch (err) {
+        this.log.error({ err }, 'purging expired held messages failed');
+      }
+    }, 60000);
+    this.purgeTimer.unref();
     for (const acct of this.store.listAccounts()) {
       const changes = this.store.loadTopology(acct.id);
       if (changes.length === 0) continue;
@@ -129,9 +141,53 @@ export class Supervisor {
     worker.on('exit', (code) => this.onExit(index, worker, code));
   }
 
+  /** Held pushes of one shard's batch: stored in one transaction, then answered. */
+  private holdBatch(
+    link: PortLink,
+    batch: { req: number; accountId: number; id: string; data: string; level: number }[],
+  ): void {
+    const now = Date.now();
+    const ttl = this.config.NODE.HOLD_TTL * 1000;
+    const keep: HoldRequest[] = [];
+    const results: unknown[] = [];
+    for (const h of batch) {
+      const known = this.isKnownDevice(h.accountId, h.id);
+      if (known) {
+        keep.push({
+          accountId: h.accountId,
+          id: h.id,
+          data: h.data,
+          expiresAt: now + ttl,
+          limit: planValue(this.config.USER['5HOLDBUFFER'], h.level),
+        });
+        this.heldKeys.add(`${h.accountId}:${h.id}`);
+      }
+      if (h.req !== 0) results.push(OP.HOLD_RESULT, h.req, known ? 'DATA_HELD' : 'REM_ID');
+    }
+    try {
+      this.store.hold(keep, now);
+    } catch (err) {
+      this.log.error({ err }, 'holding messages failed');
+      for (let k = 0; k < results.length; k += 3) results[k + 2] = 'REM_ID';
+    }
+    for (const x of results) link.ops.push(x);
+  }
+
+  /** §5 Hold: a device in the tree, in a router, an alias target, or registered before. */
+  private isKnownDevice(accountId: number, id: string): boolean {
+    const t = this.topologies.get(accountId);
+    if (t !== undefined) {
+      if (t.has(id) || t.routersOf(id).size > 0) return true;
+      for (const targets of t.aliases.values()) if (targets.includes(id)) return true;
+    }
+    return this.store.lastSeen(accountId, id) !== null;
+  }
+
   private onShardOps(index: number, ops: unknown[]): void {
     const slot = this.shards[index]!;
     const link = slot.control!;
+    const holds: { req: number; accountId: number; id: string; data: string; level: number }[] = [];
+    const seen: { accountId: number; id: string }[] = [];
     let i = 0;
     while (i < ops.length) {
       const op = ops[i++] as number;
@@ -156,6 +212,32 @@ export class Supervisor {
         case OP.STOPPED:
           this.stoppedWaiters.get(index)?.();
           break;
+        case OP.HOLD: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          const data = ops[i++] as string;
+          holds.push({ req, accountId, id, data, level: ops[i++] as number });
+          break;
+        }
+        case OP.HELD_FETCH: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          const key = `${accountId}:${id}`;
+          let data: string[] = [];
+          if (this.heldKeys.has(key)) {
+            this.heldKeys.delete(key);
+            data = this.store.takeHeld(accountId, id, Date.now());
+          }
+          link.ops.push(OP.HELD_DATA, req, data.length, ...data);
+          break;
+        }
+        case OP.SEEN: {
+          const accountId = ops[i++] as number;
+          seen.push({ accountId, id: ops[i++] as string });
+          break;
+        }
         case OP.OUTBOX_SUBMIT: {
           const req = ops[i++] as number;
           const account = ops[i++] as number;
@@ -212,6 +294,14 @@ export class Supervisor {
         default:
           this.log.error({ op, shard: index }, 'unknown op from shard; batch dropped');
           i = ops.length;
+      }
+    }
+    if (holds.length > 0) this.holdBatch(link, holds);
+    if (seen.length > 0) {
+      try {
+        this.store.markSeen(seen, Date.now());
+      } catch (err) {
+        this.log.error({ err }, 'recording last-seen failed');
       }
     }
     link.flush();
@@ -372,6 +462,7 @@ export class Supervisor {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
     await Promise.all(
       this.shards.map(async (slot, index) => {
         const worker = slot.worker;
