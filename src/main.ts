@@ -78,6 +78,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     store.close();
     throw err;
   }
+  api.httpPort = http.port;
   log.info({ port: http.port }, 'operator HTTP API listening');
   let stopped: Promise<void> | null = null;
   return {

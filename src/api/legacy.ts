@@ -94,7 +94,7 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         } catch {
           throw new LegacyFail('INVALID_ID');
         }
-        const host = api.config.PServer.DNS || `localhost:${api.config.HTTP.PORT}`;
+        const host = api.config.PServer.DNS || `localhost:${api.httpPort || api.config.HTTP.PORT}`;
         outbox.system(
           email,
           'Activate your P2Pcluster account',

@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
 import type { TopologyChange } from '../routing/changes.ts';
 import { TopologyFailure } from '../routing/topology.ts';
+import { bytesToText } from '../services/outbox.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
 import { StoreError } from '../store/store.ts';
 import type { Supervisor } from '../supervisor/supervisor.ts';
@@ -55,6 +56,8 @@ export class OperatorApi {
   readonly config: Config;
   readonly log: Logger;
   private readonly routes: Route[] = [];
+  /** The port the HTTP API really listens on (HTTP.PORT may be 0), for links in mails. */
+  httpPort = 0;
 
   constructor(supervisor: Supervisor, store: Store, config: Config, log: Logger) {
     this.supervisor = supervisor;
@@ -260,7 +263,7 @@ export class OperatorApi {
         id: m.id,
         kind: m.kind,
         to: m.recipient,
-        subject: m.subject,
+        subject: bytesToText(m.subject),
         state: m.state,
         attempts: m.attempts,
         lastError: m.lastError,

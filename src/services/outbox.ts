@@ -41,7 +41,7 @@ export class Outbox {
   private readonly log: Logger;
   private pool: Piscina | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private readonly inFlight = new Set<number>();
+  private readonly inFlight = new Map<number, OutboxItem>();
   private running: Promise<unknown>[] = [];
   private stopped = false;
 
@@ -131,7 +131,7 @@ export class Outbox {
     const now = Date.now();
     for (const item of this.store.dueOutbox(now, free)) {
       if (this.inFlight.has(item.id)) continue;
-      this.inFlight.add(item.id);
+      this.inFlight.set(item.id, item);
       // Lease: if the process dies mid-send, the message is due again after LEASE_MS.
       this.store.updateOutbox(item.id, 'queued', item.attempts, now + LEASE_MS, item.lastError);
       this.pool ??= new Piscina({ filename: WORKER, maxThreads: this.config.EMAIL.POOL, minThreads: 1 });
@@ -172,6 +172,15 @@ export class Outbox {
     if (this.timer) clearInterval(this.timer);
     await Promise.race([Promise.allSettled(this.running), new Promise((r) => setTimeout(r, 3000).unref())]);
     this.stopped = true;
+    // Attempts still hanging: release their leases so the next start sends them at once.
+    const now = Date.now();
+    for (const item of this.inFlight.values()) {
+      try {
+        this.store.updateOutbox(item.id, 'queued', item.attempts, now, item.lastError);
+      } catch {
+        // the store may already be closing; the lease then expires by itself
+      }
+    }
     await this.pool?.destroy();
   }
 }
