@@ -92,6 +92,7 @@ export const SCHEMA = {
       min: 0.01,
       doc: 'seconds a device may stay over MAX_OUTBUF before it is disconnected as a slow consumer',
     },
+    MAX_WATCH: { type: 'int', def: 16, min: 0, max: 1024, doc: 'WATCH targets per connection; past it [FAIL:QUOTA]' },
     HOLD_TTL: {
       type: 'number',
       def: 604800,

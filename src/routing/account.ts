@@ -5,6 +5,9 @@
 
 import { Topology } from './topology.ts';
 
+/** A watching connection, as the routing layer sees it (the shard's Connection). */
+export type WatcherLike = object;
+
 export class Account {
   readonly id: number;
   /** Canonical (upper-case) KEY, or null while unknown on this shard. */
@@ -14,6 +17,8 @@ export class Account {
   readonly devices = new Map<string, number>();
   /** Tree, routers and aliases; null until the account has any. */
   topology: Topology | null = null;
+  /** Connections on this shard watching groups of this account (§5a). */
+  watchers: Set<WatcherLike> | null = null;
   /** Token bucket for NODE.PUSH_RATE. */
   tokens = 0;
   tokensAt = 0;

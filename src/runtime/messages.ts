@@ -86,6 +86,10 @@ export const OP = {
   HELD_DATA: 50,
   /** Shard -> supervisor: a device registered or left (last seen): [account, id]. */
   SEEN: 51,
+  /** Shard -> supervisor: when was this ID last seen: [req, account, id]. */
+  STATUS_QUERY: 52,
+  /** Supervisor -> shard: [req, last seen epoch ms or -1 when never]. */
+  STATUS_RESULT: 53,
   /** Resolve an account UID (e-mail) for a secure session; answered with KEY_RESULT. */
   UID_LOOKUP: 44,
   /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
@@ -121,6 +125,8 @@ export type Message =
   | [op: typeof OP.HELD_FETCH, req: number, account: number, id: string]
   | [op: typeof OP.HELD_DATA, req: number, count: number, ...data: string[]]
   | [op: typeof OP.SEEN, account: number, id: string]
+  | [op: typeof OP.STATUS_QUERY, req: number, account: number, id: string]
+  | [op: typeof OP.STATUS_RESULT, req: number, lastSeen: number]
   | [
       op: typeof OP.OUTBOX_SUBMIT,
       req: number,

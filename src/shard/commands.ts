@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { planValue } from '../config/schema.ts';
 import { FAIL_LINE } from '../protocol/codes.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
-import { CMD, PROTO, parseCommand } from '../protocol/parser.ts';
+import { CMD, PROTO, parseCommand, TARGET } from '../protocol/parser.ts';
 import { failWith, OK_NODEREMOVED, ok } from '../protocol/replies.ts';
 import {
   hexEquals,
@@ -22,6 +22,7 @@ import type { Account } from '../routing/account.ts';
 import { OP } from '../runtime/messages.ts';
 import { formatTime, parseTimeArg } from '../services/time.ts';
 import type { Connection } from './connection.ts';
+import { cmdStatus, cmdWatch, cmdWill, dropWatches } from './presence.ts';
 import { cmdPush } from './push.ts';
 import type { ShardActor } from './shard.ts';
 
@@ -53,9 +54,19 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
     case CMD.GID:
       return shard.send(conn, ok(conn.id!));
     case CMD.REMID:
+      // §5a: a device that says goodbye leaves no will, and its watches go with its ID.
+      conn.will = null;
+      dropWatches(conn);
       shard.releaseRegistration(conn);
       conn.account = null;
       return shard.send(conn, OK_NODEREMOVED);
+    case CMD.STATUS:
+      return cmdStatus(shard, conn, acct, cmd.name);
+    case CMD.WATCH:
+    case CMD.UNWATCH:
+      return cmdWatch(shard, conn, acct, cmd.cmd === CMD.WATCH, cmd.target, cmd.name);
+    case CMD.WILL:
+      return cmdWill(shard, conn, cmd.name === 'CLEAR' && cmd.target === TARGET.NONE, cmd.target, cmd.name, cmd.data);
     case CMD.PUSH:
       return cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
     case CMD.RETDATA:
@@ -70,7 +81,6 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
     case CMD.SMS:
       return cmdSms(shard, conn, acct, cmd.name);
     default:
-      // TIME, STATUS, WATCH, UNWATCH, WILL come with their issues (6, 12).
       return shard.fail(conn, 'INVALID_CMD');
   }
 }

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { FramerState } from '../protocol/framer.ts';
 import type { Mode } from '../protocol/secure.ts';
 import type { Account } from '../routing/account.ts';
+import type { Watch, Will } from './presence.ts';
 
 /** An active STCP/DSTCP/HSTCP session (PROTOCOL.md §9). */
 export interface Session {
@@ -62,6 +63,9 @@ export class Connection implements FramerState {
   missedUid: string | null = null;
   session: Session | null = null;
   raw: RawLink | null = null;
+  /** §5a: what this connection watches, and its last will. */
+  watches: Watch[] | null = null;
+  will: Will | null = null;
   /**
    * Output waiting behind a reply that another thread is still deciding (a held push's [OK:DATA_HELD], the
    * held backlog after [OK:<ID>]): entries in order, null where the answer is pending; `slotBase` is the

@@ -29,6 +29,8 @@ export interface OwnerHost {
   answerRegistration(from: number, req: number, result: FailCode | ''): void;
   /** Close the connection behind a handle whose ID was taken over. */
   kick(handle: number): void;
+  /** An ID came online or went offline (§5a). */
+  presence(acct: Account, id: string, online: boolean): void;
   scheduleFlush(): void;
 }
 
@@ -59,6 +61,8 @@ export class Ownership {
       return;
     }
     acct.devices.set(id, handle);
+    if (cur !== undefined && cur !== handle) host.presence(acct, id, false); // a takeover: OFFLINE, then ONLINE
+    host.presence(acct, id, true);
     const need = this.broadcast(OP.DIR_SET, acct.id, id, handle);
     if (need === null) host.answerRegistration(from, req, '');
     else this.waits.push({ from, req, need });
@@ -68,6 +72,7 @@ export class Ownership {
   unregister(acct: Account, id: string, handle: number): void {
     if (acct.devices.get(id) !== handle) return;
     acct.devices.delete(id);
+    this.host.presence(acct, id, false);
     this.broadcast(OP.DIR_DEL, acct.id, id, handle);
   }
 

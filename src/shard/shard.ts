@@ -49,6 +49,8 @@ import {
 import { executeCommand } from './commands.ts';
 import { Connection, PAUSE, type Session } from './connection.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
+import { dropWatches, presenceEvent, statusReply } from './presence.ts';
+import { cmdPush } from './push.ts';
 import { rawAck, rawChunk, rawClosed, rawEnd, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
 
 interface PendingRegistration {
@@ -95,6 +97,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly outboxWaits = new Map<number, { conn: Connection; kind: 'mail' | 'sms' }>();
   /** Held pushes and backlog fetches waiting for the supervisor: the connection and its reserved reply. */
   private readonly holdWaits = new Map<number, { conn: Connection; token: number }>();
+  private readonly statusWaits = new Map<number, { conn: Connection; token: number }>();
   private readonly addrConns: AddressCounters;
   readonly addrFails: AddressCounters;
   /** Process RSS sampled by the sweep, for the memory guard. */
@@ -417,6 +420,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (conn.idleListed) this.idle.delete(conn);
     this.linkPaused.delete(conn);
     if (conn.pendingHandle !== 0) endRegistration(this.table, conn.slot);
+    const will = conn.will;
+    if (will !== null && conn.handle !== 0 && conn.account !== null && !this.stopping) {
+      // §5a: an unexpected end: push the will as if the device had sent it as its last command.
+      conn.will = null;
+      cmdPush(this, conn, conn.account, will.target, will.name, will.data);
+    }
+    dropWatches(conn);
     this.releaseRegistration(conn);
     conn.out = '';
     conn.cache = null;
@@ -623,6 +633,18 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       }
     }
     this.unblock(conn);
+  }
+
+  presence(acct: Account, id: string, online: boolean): void {
+    presenceEvent(this, acct, id, online);
+  }
+
+  /** STATUS of an offline ID: its last-seen time comes from the store, in order with later replies. */
+  queryStatus(conn: Connection, acct: Account, id: string): void {
+    const req = ++this.reqSeq;
+    this.statusWaits.set(req, { conn, token: this.deferReply(conn) });
+    this.control.ops.push(OP.STATUS_QUERY, req, acct.id, id);
+    this.scheduleFlush();
   }
 
   kick(handle: number): void {
@@ -917,7 +939,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           conn.socket.destroy();
           continue;
         }
-        if (!conn.rxSinceTick && conn.raw === null) {
+        const streaming = conn.raw !== null && (conn.raw.in !== 0 || conn.raw.out !== 0);
+        if (!conn.rxSinceTick && !streaming) {
           // §7: no SYNC line is ever injected into a RAW stream.
           this.send(conn, syncLine(new Date(now)));
           if (conn.handle !== 0 && ++conn.silentTicks >= 2 && !conn.stale) {
@@ -1015,7 +1038,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.DIR_SET: {
           const acct = this.accounts.get(ops[i++] as number);
           const id = ops[i++] as string;
-          acct.devices.set(id, ops[i++] as number);
+          const handle = ops[i++] as number;
+          const prev = acct.devices.get(id);
+          acct.devices.set(id, handle);
+          if (prev !== undefined && prev !== handle) this.presence(acct, id, false);
+          if (prev !== handle) this.presence(acct, id, true);
           dirOps++;
           break;
         }
@@ -1023,7 +1050,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const acct = this.accounts.get(ops[i++] as number);
           const id = ops[i++] as string;
           const handle = ops[i++] as number;
-          if (acct.devices.get(id) === handle) acct.devices.delete(id);
+          if (acct.devices.get(id) === handle) {
+            acct.devices.delete(id);
+            this.presence(acct, id, false);
+          }
           dirOps++;
           break;
         }
@@ -1140,6 +1170,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           }
           break;
         }
+        case OP.STATUS_RESULT: {
+          const req = ops[i++] as number;
+          const lastSeen = ops[i++] as number;
+          const wait = this.statusWaits.get(req);
+          this.statusWaits.delete(req);
+          if (wait !== undefined) this.resolveReply(wait.conn, wait.token, statusReply(lastSeen));
+          break;
+        }
         case OP.HELD_DATA: {
           const req = ops[i++] as number;
           const count = ops[i++] as number;
@@ -1226,7 +1264,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       link.close();
     }
     for (const acct of this.accounts.values()) {
-      for (const [id, handle] of acct.devices) if (shardOf(handle) === peer) acct.devices.delete(id);
+      for (const [id, handle] of acct.devices) {
+        if (shardOf(handle) !== peer) continue;
+        acct.devices.delete(id);
+        this.presence(acct, id, false);
+      }
     }
     this.ownership.acknowledged();
     for (const [req, p] of this.pendingRegs) {

@@ -233,6 +233,18 @@ export class Supervisor {
           link.ops.push(OP.HELD_DATA, req, data.length, ...data);
           break;
         }
+        case OP.STATUS_QUERY: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          // Pending last-seen updates of this batch first, so a device that just left reads as left.
+          if (seen.length > 0) {
+            this.store.markSeen(seen, Date.now());
+            seen.length = 0;
+          }
+          link.ops.push(OP.STATUS_RESULT, req, this.store.lastSeen(accountId, id) ?? -1);
+          break;
+        }
         case OP.SEEN: {
           const accountId = ops[i++] as number;
           seen.push({ accountId, id: ops[i++] as string });
