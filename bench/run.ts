@@ -3,7 +3,8 @@
 // bench/results/latest.md. Never a timed assertion: numbers are for people and docs/performance.md.
 //
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
-// BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1).
+// BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1);
+// for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
+import { rawBench } from './raw.ts';
 import { ADMIN, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -207,6 +209,8 @@ async function endToEnd(): Promise<string> {
     'RO fan-out deliveries/s (1 → 1,000 router members)': [],
     'topology change applied on every shard, 10,000 live devices: move subtree / re-point alias / router member (ms)':
       [],
+    'RAW channel one-way MB/s: same shard / across shards / direct Node socket pipe (ratio to the pipe)': [],
+    'RAW channel 64 B ping-pong median µs: same shard / across shards / direct Node socket pipe': [],
   };
   const cols = Object.values(rows);
   for (const workers of WORKERS) {
@@ -232,6 +236,7 @@ async function endToEnd(): Promise<string> {
       const childs = await topoFanout(s, 'CHILDS');
       const ro = await topoFanout(s, 'RO');
       const change = await topoChange(s);
+      const raw = await rawBench(s);
       const pr = p.map((x) => x.perSecond);
       const fr = f.map((x) => x.perSecond);
       const xr = x.map((r) => r.perSecond);
@@ -245,6 +250,11 @@ async function endToEnd(): Promise<string> {
       cols[6]!.push(fmtInt(childs));
       cols[7]!.push(fmtInt(ro));
       cols[8]!.push(`${change.move.toFixed(2)} / ${change.alias.toFixed(2)} / ${change.member.toFixed(2)}`);
+      const vsPipe = (mbs: number): string =>
+        Number.isNaN(mbs) ? '—' : `${fmtInt(mbs)} (${Math.round((100 * mbs) / raw.direct)} %)`;
+      cols[9]!.push(`${vsPipe(raw.oneWaySame)} / ${vsPipe(raw.oneWayCross)} / ${fmtInt(raw.direct)}`);
+      const us = (x: number): string => (Number.isNaN(x) ? '—' : fmtInt(x));
+      cols[10]!.push(`${us(raw.rttSame)} / ${us(raw.rttCross)} / ${us(raw.rttDirect)}`);
       process.stderr.write(`workers=${workers} done\n`);
     } finally {
       await stopServer(s);

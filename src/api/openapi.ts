@@ -69,6 +69,17 @@ export const OPENAPI = {
   },
   security: [{ bearer: [] }],
   paths: {
+    '/healthz': { get: { summary: 'Liveness: the process answers', security: [], responses: { '200': ok('ok') } } },
+    '/readyz': {
+      get: {
+        summary: 'Readiness: every shard listens (503 otherwise)',
+        security: [],
+        responses: { '200': ok('ready'), '503': ok('not ready') },
+      },
+    },
+    '/metrics': {
+      get: { summary: 'Prometheus metrics', security: [], responses: { '200': ok('text exposition format') } },
+    },
     '/api/v1/health': {
       get: { summary: 'Liveness of the server and its shard count', security: [], responses: { '200': ok('status') } },
     },

@@ -14,8 +14,9 @@ import type { AccountRecord, Store } from '../store/store.ts';
 import { StoreError } from '../store/store.ts';
 import type { Supervisor } from '../supervisor/supervisor.ts';
 import { handleLegacy, isLegacyPath } from './legacy.ts';
+import { Metrics } from './metrics.ts';
 import { OPENAPI } from './openapi.ts';
-import { ApiError, type ApiRequest, type ApiResponse, json, noContent } from './types.ts';
+import { ApiError, type ApiRequest, type ApiResponse, json, noContent, text } from './types.ts';
 
 type Params = Record<string, string>;
 type Handler = (ctx: Context) => Promise<ApiResponse> | ApiResponse;
@@ -56,6 +57,7 @@ export class OperatorApi {
   readonly config: Config;
   readonly log: Logger;
   private readonly routes: Route[] = [];
+  readonly metrics: Metrics;
   /** The port the HTTP API really listens on (HTTP.PORT may be 0), for links in mails. */
   httpPort = 0;
 
@@ -64,6 +66,7 @@ export class OperatorApi {
     this.store = store;
     this.config = config;
     this.log = log;
+    this.metrics = new Metrics(supervisor, store);
     this.defineRoutes();
   }
 
@@ -202,6 +205,16 @@ export class OperatorApi {
     const r = this.route.bind(this);
     r('GET', '/api/v1/openapi.json', () => json(200, OPENAPI));
     r('GET', '/api/v1/health', () => json(200, { status: 'ok', shards: this.supervisor.shardCount }));
+    r('GET', '/healthz', () => text(200, 'ok\n'));
+    r('GET', '/readyz', () => {
+      const ready = this.supervisor.readyShards();
+      const all = this.supervisor.shardCount;
+      return text(ready === all ? 200 : 503, `${ready}/${all} shards ready\n`);
+    });
+    r('GET', '/metrics', async () => {
+      const body = await this.metrics.render();
+      return { status: 200, headers: { 'content-type': this.metrics.contentType }, body };
+    });
 
     r('GET', '/api/v1/accounts', (ctx) => {
       this.requireAdmin(ctx);

@@ -49,6 +49,12 @@ export const SCHEMA = {
       min: 0,
       doc: 'refuse new connections while the process uses more memory than this (MB; 0 = no guard)',
     },
+    DRAIN_S: {
+      type: 'number',
+      def: 5,
+      min: 0,
+      doc: 'on SIGTERM: seconds to let queued output drain before connections are cut',
+    },
     LINK_MAX_BYTES: {
       type: 'int',
       def: 16 * 1024 * 1024,

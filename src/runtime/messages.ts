@@ -90,6 +90,10 @@ export const OP = {
   STATUS_QUERY: 52,
   /** Supervisor -> shard: [req, last seen epoch ms or -1 when never]. */
   STATUS_RESULT: 53,
+  /** Supervisor -> shard: send your counters: [req]. */
+  METRICS_QUERY: 54,
+  /** Shard -> supervisor: [req, count, (name, value)...]. */
+  METRICS_RESULT: 55,
   /** Resolve an account UID (e-mail) for a secure session; answered with KEY_RESULT. */
   UID_LOOKUP: 44,
   /** Shard -> supervisor: an HTTP request that arrived on the device port (JSON ApiRequest). */
@@ -127,6 +131,8 @@ export type Message =
   | [op: typeof OP.SEEN, account: number, id: string]
   | [op: typeof OP.STATUS_QUERY, req: number, account: number, id: string]
   | [op: typeof OP.STATUS_RESULT, req: number, lastSeen: number]
+  | [op: typeof OP.METRICS_QUERY, req: number]
+  | [op: typeof OP.METRICS_RESULT, req: number, count: number, ...pairs: (string | number)[]]
   | [
       op: typeof OP.OUTBOX_SUBMIT,
       req: number,

@@ -79,6 +79,7 @@ export function presenceEvent(shard: ShardActor, acct: Account, id: string, onli
     if (conn.closed || me === null || conn.watches === null) continue;
     for (const w of conn.watches) {
       if (inGroup(acct, me, w, id)) {
+        shard.metrics.presenceEvents++;
         shard.send(conn, line);
         break;
       }

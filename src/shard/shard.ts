@@ -48,6 +48,7 @@ import {
 } from '../runtime/messages.ts';
 import { executeCommand } from './commands.ts';
 import { Connection, PAUSE, type Session } from './connection.ts';
+import { ShardMetrics } from './metrics.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
 import { dropWatches, presenceEvent, statusReply } from './presence.ts';
 import { cmdPush } from './push.ts';
@@ -72,6 +73,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   readonly accounts = new AccountTable();
   readonly links: (PortLink | undefined)[];
   readonly ownership: Ownership;
+  readonly metrics = new ShardMetrics();
   /** Reusable parse result: one per shard, never per message. */
   readonly cmd = new ParsedCommand();
 
@@ -201,10 +203,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     );
     const closed = Promise.all(closing);
     this.flush();
-    for (const conn of this.conns) if (conn !== undefined) conn.socket.end();
+    // Drain: each socket closes once its queued output reached the kernel; slow readers get PServer.DRAIN_S.
+    for (const conn of this.conns) {
+      if (conn === undefined) continue;
+      const socket = conn.socket;
+      socket.once('finish', () => socket.destroy());
+      socket.end();
+    }
     const grace = setTimeout(() => {
       for (const conn of this.conns) if (conn !== undefined) conn.socket.destroy();
-    }, 500);
+    }, this.config.PServer.DRAIN_S * 1000);
     await closed;
     clearTimeout(grace);
     for (const link of this.links) link?.close();
@@ -297,6 +305,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private onData(conn: Connection, buf: Buffer): void {
     const now = Date.now();
+    this.metrics.bytesIn += buf.length;
     conn.lastRx = now;
     conn.rxSinceTick = true;
     conn.silentTicks = 0;
@@ -424,6 +433,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (will !== null && conn.handle !== 0 && conn.account !== null && !this.stopping) {
       // §5a: an unexpected end: push the will as if the device had sent it as its last command.
       conn.will = null;
+      this.metrics.willsFired++;
       cmdPush(this, conn, conn.account, will.target, will.name, will.data);
     }
     dropWatches(conn);
@@ -473,6 +483,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   }
 
   fail(conn: Connection, code: FailCode): void {
+    this.metrics.fail(code);
     this.send(conn, FAIL_LINE[code]);
   }
 
@@ -616,6 +627,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.id = id;
       conn.account = account;
       this.send(conn, ok(id));
+      this.metrics.registrations++;
       this.control.ops.push(OP.SEEN, account.id, id);
       if (this.holdAllowed(account)) {
         // §5 Hold: the backlog comes right after [OK:<ID>], before any newer message.
@@ -767,6 +779,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       req = ++this.reqSeq;
       this.holdWaits.set(req, { conn, token: this.deferReply(conn) });
     }
+    this.metrics.heldPushes++;
     this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level);
     this.scheduleFlush();
   }
@@ -783,7 +796,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   /** Delivers a message line to a local connection; false when its buffer is full. */
   deliverLocal(conn: Connection, line: string): boolean {
-    if (!this.hasRoom(conn)) return false;
+    // A device receiving a RAW stream takes no messages into it (§7: the channel is transparent).
+    if (!this.hasRoom(conn) || (conn.raw !== null && conn.raw.in !== 0)) return false;
+    this.metrics.deliveries++;
     this.send(conn, line);
     return true;
   }
@@ -795,6 +810,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   acceptRemote(handle: number, line: string): void {
     const conn = this.conns[slotOf(handle)];
     if (conn === undefined || conn.handle !== handle || conn.closed) return;
+    if (conn.raw !== null && conn.raw.in !== 0) return; // receiving a RAW stream: nothing is injected
+    this.metrics.deliveries++;
     this.send(conn, line);
   }
 
@@ -833,6 +850,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (conn.outBytes === 0) return;
     if (conn.okRun !== 0) this.endOkRun(conn);
     const text = conn.out;
+    this.metrics.bytesOut += conn.outBytes;
     conn.out = '';
     conn.outBytes = 0;
     if (!conn.socket.destroyed) conn.socket.write(text, 'latin1');
@@ -860,7 +878,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     for (let p = 0; p < this.links.length; p++) {
       const link = this.links[p];
-      if (link?.pending) link.flush();
+      if (link?.pending) {
+        link.flush();
+        this.metrics.batchesOut++;
+      }
     }
     if (this.control.pending) this.control.flush();
   }
@@ -1214,6 +1235,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.DEVICES_QUERY: {
           const req = ops[i++] as number;
           this.answerDevices(req, ops[i++] as number);
+          break;
+        }
+        case OP.METRICS_QUERY: {
+          const pairs = this.metrics.snapshot(this.connectionCount);
+          this.control.ops.push(OP.METRICS_RESULT, ops[i++] as number, pairs.length / 2, ...pairs);
+          this.scheduleFlush();
           break;
         }
         case OP.PEER_DOWN:

@@ -487,6 +487,21 @@ export class SqliteStore implements Store {
     );
   }
 
+  heldCount(): number {
+    return (this.q('SELECT count(*) AS n FROM held').get() as { n: number }).n;
+  }
+
+  outboxCounts(): Record<string, number> {
+    const out: Record<string, number> = { queued: 0, sent: 0, failed: 0 };
+    for (const r of this.q('SELECT state, count(*) AS n FROM outbox GROUP BY state').all() as {
+      state: string;
+      n: number;
+    }[]) {
+      out[r.state] = r.n;
+    }
+    return out;
+  }
+
   purgeHeld(now: number): number {
     return Number(this.q('DELETE FROM held WHERE expires_at <= ?').run(now).changes);
   }

@@ -61,6 +61,10 @@ export interface Store {
   heldSummary(accountId: number): HeldSummary[];
   /** (account, ID) pairs that have held messages, to answer "nothing held" without a query. */
   heldKeys(): { accountId: number; id: string }[];
+  /** Held messages in total (for /metrics). */
+  heldCount(): number;
+  /** Outbox messages by state (for /metrics). */
+  outboxCounts(): Record<string, number>;
   /** Deletes expired held messages; returns how many. */
   purgeHeld(now: number): number;
   /** Records that devices registered or left (last seen); "known" devices may have pushes held. */

@@ -48,6 +48,7 @@ export class Supervisor {
   private syncSeq = 0;
   private syncWaits: { seq: number; pending: Set<number>; resolve: () => void }[] = [];
   private querySeq = 0;
+  private readonly metricWaits = new Map<number, (shard: number, m: Map<string, number>) => void>();
   /** (account:ID) pairs with held messages, so a registration with nothing held costs no query. */
   private readonly heldKeys = new Set<string>();
   private purgeTimer: NodeJS.Timeout | null = null;
@@ -231,6 +232,14 @@ export class Supervisor {
             data = this.store.takeHeld(accountId, id, Date.now());
           }
           link.ops.push(OP.HELD_DATA, req, data.length, ...data);
+          break;
+        }
+        case OP.METRICS_RESULT: {
+          const req = ops[i++] as number;
+          const count = ops[i++] as number;
+          const m = new Map<string, number>();
+          for (let k = 0; k < count; k++) m.set(ops[i++] as string, ops[i++] as number);
+          this.metricWaits.get(req)?.(index, m);
           break;
         }
         case OP.STATUS_QUERY: {
@@ -441,6 +450,37 @@ export class Supervisor {
     for (const c of list) ops.push(OP.TOPOLOGY, acct.id, ...encodeChange(c));
     this.broadcast(ops);
     await this.barrier();
+  }
+
+  /** Shard workers up and listening. */
+  readyShards(): number {
+    return this.shards.filter((s) => s.ready).length;
+  }
+
+  /** Every live shard's counters (a shard that does not answer within a second is left out). */
+  shardMetrics(): Promise<Map<string, number>[]> {
+    const req = ++this.querySeq;
+    const out: Map<string, number>[] = this.shards.map(() => new Map());
+    let pending = 0;
+    for (const s of this.shards) {
+      if (!s.control) continue;
+      pending++;
+      s.control.ops.push(OP.METRICS_QUERY, req);
+      s.control.flush();
+    }
+    if (pending === 0) return Promise.resolve(out);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.metricWaits.delete(req);
+        clearTimeout(timer);
+        resolve(out);
+      };
+      const timer = setTimeout(done, 1000);
+      this.metricWaits.set(req, (shard, m) => {
+        out[shard] = m;
+        if (--pending === 0) done();
+      });
+    });
   }
 
   /** Live devices of an account, as the owner shard sees them. */

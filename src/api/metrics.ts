@@ -1,0 +1,132 @@
+// /metrics in the Prometheus text format (prom-client): the shards' counters, collected on each scrape, plus
+// store gauges and the process metrics of the supervisor's registry.
+
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { Store } from '../store/store.ts';
+import type { Supervisor } from '../supervisor/supervisor.ts';
+
+type Snapshot = Map<string, number>[];
+
+export class Metrics {
+  readonly registry = new Registry();
+  private latest: Snapshot = [];
+
+  constructor(supervisor: Supervisor, store: Store) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'p2pc_' });
+    const sum = (name: string): number => this.latest.reduce((a, m) => a + (m.get(name) ?? 0), 0);
+    const labelled = (prefix: string): Map<string, number> => {
+      const out = new Map<string, number>();
+      for (const m of this.latest) {
+        for (const [k, v] of m) {
+          if (!k.startsWith(`${prefix}|`)) continue;
+          const label = k.slice(prefix.length + 1);
+          out.set(label, (out.get(label) ?? 0) + v);
+        }
+      }
+      return out;
+    };
+    const counter = (name: string, help: string, key: string): void => {
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(sum(key));
+        },
+      });
+    };
+    const self = this;
+    new Gauge({
+      name: 'p2pc_connections',
+      help: 'open device connections, per shard',
+      labelNames: ['shard'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        self.latest.forEach((m, i) => {
+          this.set({ shard: String(i) }, m.get('connections') ?? 0);
+        });
+      },
+    });
+    new Gauge({
+      name: 'p2pc_event_loop_lag_p99_seconds',
+      help: 'event-loop delay p99 of each shard since the last scrape',
+      labelNames: ['shard'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        self.latest.forEach((m, i) => {
+          this.set({ shard: String(i) }, m.get('event_loop_lag_p99') ?? 0);
+        });
+      },
+    });
+    counter('p2pc_registrations_total', 'successful TCP:ID registrations', 'registrations');
+    counter('p2pc_deliveries_total', 'PUSH lines queued to devices', 'deliveries');
+    counter('p2pc_bytes_in_total', 'bytes read from devices', 'bytes_in');
+    counter('p2pc_bytes_out_total', 'bytes written to devices', 'bytes_out');
+    counter('p2pc_cross_thread_batches_total', 'msgpackr batches posted between threads', 'batches_out');
+    counter('p2pc_presence_events_total', 'PRESENCE lines sent to watchers', 'presence_events');
+    counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
+    counter('p2pc_held_pushes_total', 'pushes held for offline devices', 'held_pushes');
+    new Counter({
+      name: 'p2pc_pushes_total',
+      help: 'PUSH commands by target kind',
+      labelNames: ['target'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [t, n] of labelled('pushes')) this.inc({ target: t }, n);
+      },
+    });
+    new Counter({
+      name: 'p2pc_failures_total',
+      help: '[FAIL:<code>] replies by code',
+      labelNames: ['code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [c, n] of labelled('failures')) this.inc({ code: c }, n);
+      },
+    });
+    new Gauge({
+      name: 'p2pc_held_messages',
+      help: 'messages held for offline devices',
+      registers: [this.registry],
+      collect() {
+        this.set(store.heldCount());
+      },
+    });
+    new Gauge({
+      name: 'p2pc_outbox_messages',
+      help: 'outbox messages (e-mail and SMS) by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [state, n] of Object.entries(store.outboxCounts())) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'p2pc_shards_ready',
+      help: 'shard workers up and listening',
+      registers: [this.registry],
+      collect() {
+        this.set(supervisor.readyShards());
+      },
+    });
+    this.supervisor = supervisor;
+  }
+
+  private readonly supervisor: Supervisor;
+
+  /** Asks every shard for its counters, then renders the registry. */
+  async render(): Promise<string> {
+    this.latest = await this.supervisor.shardMetrics();
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
