@@ -220,7 +220,7 @@ export class OperatorApi {
       this.requireAdmin(ctx);
       return json(200, { accounts: this.store.listAccounts().map(publicAccount) });
     });
-    r('POST', '/api/v1/accounts', (ctx) => {
+    r('POST', '/api/v1/accounts', async (ctx) => {
       this.requireAdmin(ctx);
       const b = ctx.body();
       const email = str(b, 'email');
@@ -229,6 +229,7 @@ export class OperatorApi {
       try {
         const acct = this.store.createAccount(email, password, level);
         this.log.info({ email }, 'account created');
+        if (this.config.TLS.PSK) await this.supervisor.accountChanged(acct); // PSK lookups are synchronous
         return json(201, { email: acct.email, key: acct.key, level: acct.level });
       } catch (err) {
         if (err instanceof StoreError && err.code === 'EXISTS') {

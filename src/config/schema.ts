@@ -134,6 +134,11 @@ export const SCHEMA = {
       def: levels(10, 100, 10000, 1000000),
       doc: 'devices registered at once per account; past it [FAIL:QUOTA]',
     },
+    REQUIRE_SECURE: {
+      type: 'levels',
+      def: levels(0, 0, 0, 0),
+      doc: 'devices must use TLS or an HSTCP session (1) or may use plain TCP (0); refused: [FAIL:SECURE_REQUIRED]',
+    },
     DEFAULT_LEVEL: { type: 'int', def: 4, min: 1, max: 4, doc: 'plan level of accounts an operator creates' },
     SIGNUP_LEVEL: { type: 'int', def: 1, min: 1, max: 4, doc: 'plan level of self-service sign-ups' },
   },
@@ -202,6 +207,11 @@ export const SCHEMA = {
     PORT: { type: 'int', def: 8443, min: 0, max: 65535, doc: 'TLS device port (0 = pick a free port)' },
     CERT: { type: 'string', def: '', doc: 'PEM certificate chain file' },
     KEY: { type: 'string', def: '', doc: 'PEM private key file' },
+    PSK: {
+      type: 'bool',
+      def: false,
+      doc: 'also accept TLS-PSK (TLS 1.2): identity = account e-mail, key = HMAC-SHA256(KEY, "P2PC-TLS-PSK")',
+    },
   },
   STORE: {
     PATH: { type: 'string', def: './data', doc: 'folder of the embedded store (SQLite)' },

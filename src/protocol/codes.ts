@@ -28,6 +28,7 @@ export const FAIL = {
   INVALID_ID: 'bad e-mail address or phone number',
   INVALID_USERID: 'unknown account in a secure-session command',
   UNAVAILABLE: 'the part of the server that decides this is restarting; try again',
+  SECURE_REQUIRED: "the account's plan requires TLS or an HSTCP session (USER.REQUIRE_SECURE)",
 } as const;
 
 export type FailCode = keyof typeof FAIL;

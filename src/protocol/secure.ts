@@ -28,6 +28,11 @@ export function md5Proof(key: string, cliRnd: string): string {
   return md5Hex(key + cliRnd);
 }
 
+/** TLS-PSK: the pre-shared key of an account (identity = its e-mail). */
+export function tlsPsk(key: string): Buffer {
+  return createHmac('sha256', Buffer.from(key, 'latin1')).update('P2PC-TLS-PSK').digest();
+}
+
 /** DSTCP: the KEY field of a command whose checked field is f. */
 export function dstcpKey(key: string, rnd: string, f: string): string {
   return md5Hex(key + rnd + f);

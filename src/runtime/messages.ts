@@ -144,7 +144,7 @@ export type Message =
     ]
   | [op: typeof OP.OUTBOX_RESULT, req: number, result: FailCode | '']
   | [op: typeof OP.KEY_RESULT, req: number, account: number, key: string, level: number]
-  | [op: typeof OP.ACCOUNT_UPDATE, account: number, key: string, level: number]
+  | [op: typeof OP.ACCOUNT_UPDATE, account: number, key: string, level: number, email: string]
   | [op: typeof OP.PEER_DOWN, shard: number]
   | [op: typeof OP.SHUTDOWN]
   | [op: typeof OP.CRASH]
@@ -187,6 +187,8 @@ export interface ShardInit {
   control: MessagePort;
   /** Ports to the other shards, index = peer shard (undefined for itself). */
   peers: (MessagePort | undefined)[];
+  /** With TLS.PSK: every account as [id, email, key, level] (the PSK callback must answer synchronously). */
+  accounts: [number, string, string, number][];
   /** Every account's topology as control ops (TOPOLOGY ...), applied before the shard listens. */
   topology: unknown[];
 }

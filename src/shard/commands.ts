@@ -48,6 +48,13 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
     return shard.fail(conn, acct);
   }
   if (cmd.error !== null) return shard.fail(conn, cmd.error);
+  if (
+    planValue(shard.config.USER.REQUIRE_SECURE, acct.level) === 1 &&
+    !conn.encrypted &&
+    conn.session?.mode !== MODE.HSTCP
+  ) {
+    return shard.fail(conn, 'SECURE_REQUIRED');
+  }
   switch (cmd.cmd) {
     case CMD.ID:
       return cmdId(shard, conn, acct, cmd.name);

@@ -75,6 +75,8 @@ export class Connection implements FramerState {
   slotBase = 0;
   pauses = 0;
   commanded = false;
+  /** Arrived over TLS. */
+  encrypted = false;
   /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */
   http = false;
   closed = false;

@@ -11,7 +11,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
+import { createServer as createTlsServer, DEFAULT_CIPHERS } from 'node:tls';
 import type { Logger } from 'pino';
 import { readRequest, writeResponse } from '../api/http.ts';
 import type { ApiResponse } from '../api/types.ts';
@@ -21,7 +21,7 @@ import { detach, flushPending, frameLines, type LineSink } from '../protocol/fra
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
 import { OK_DATA_HELD, OK_DATA_SENT, OK_MAIL_SENT, OK_SMS_SENT, ok, syncLine } from '../protocol/replies.ts';
-import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey } from '../protocol/secure.ts';
+import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey, tlsPsk } from '../protocol/secure.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
 import {
@@ -146,6 +146,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       const port = init.peers[p];
       if (port !== undefined && p !== this.index) this.attachPeer(p, port);
     }
+    for (const [id, email, key, level] of init.accounts)
+      this.accounts.rememberEmail(email, this.accounts.setKey(id, key, level));
     this.onControl(init.topology);
     this.control = new PortLink(
       -1,
@@ -167,8 +169,22 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (this.tlsPort !== 0) {
       // The same protocol over TLS: a TLSSocket is a net.Socket to everything downstream.
       const tls = this.config.TLS;
-      const secure = createTlsServer({ ...opts, cert: readFileSync(tls.CERT), key: readFileSync(tls.KEY) });
-      secure.on('secureConnection', (socket) => this.onConnection(socket));
+      const secure = createTlsServer({
+        ...opts,
+        cert: readFileSync(tls.CERT),
+        key: readFileSync(tls.KEY),
+        ...(tls.PSK
+          ? {
+              // TLS-PSK (TLS 1.2): identity = account e-mail, key derived from the account KEY.
+              ciphers: `${DEFAULT_CIPHERS.replace(':!PSK', '')}:PSK`,
+              pskCallback: (_socket: unknown, identity: string) => {
+                const acct = this.accounts.byEmailLookup(identity);
+                return acct?.key ? tlsPsk(acct.key) : null;
+              },
+            }
+          : {}),
+      });
+      secure.on('secureConnection', (socket) => this.onConnection(socket, true));
       secure.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'TLS handshake failed'));
       this.tlsServer = secure;
       await this.listen(secure, this.tlsPort);
@@ -220,7 +236,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   // ---------------------------------------------------------------- connections
 
-  private onConnection(socket: Socket): void {
+  private onConnection(socket: Socket, encrypted = false): void {
     if (this.stopping) {
       socket.destroy();
       return;
@@ -244,6 +260,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     Atomics.add(this.counters, COUNTER_OPEN + this.index, 1);
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.conns.length;
     const conn = new Connection(socket, slot, Date.now(), this.tickMs);
+    conn.encrypted = encrypted;
     this.conns[slot] = conn;
     socket.on('data', (buf: Buffer) => this.onData(conn, buf));
     socket.on('close', () => this.onClose(conn));
@@ -409,7 +426,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private idleSweep(): void {
     const now = Date.now();
     for (const conn of this.idle) {
-      if (now - conn.lastRx < this.idleMs) continue;
+      // Silence the server caused (it paused reading) is not the device's silence (§1).
+      if (conn.pauses !== 0 || now - conn.lastRx < this.idleMs) continue;
       this.idle.delete(conn);
       conn.idleListed = false;
       if (conn.closed || conn.blocked) continue;
@@ -703,7 +721,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   resume(conn: Connection, reason: number): void {
     if (conn.pauses === 0) return;
     conn.pauses &= ~reason;
-    if (conn.pauses === 0 && !conn.closed) conn.socket.resume();
+    if (conn.pauses === 0 && !conn.closed) {
+      conn.lastRx = Date.now(); // the idle clock restarts when reading does
+      conn.socket.resume();
+    }
   }
 
   // ---------------------------------------------------------------- output
@@ -1158,8 +1179,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const accountId = ops[i++] as number;
           const key = ops[i++] as string;
           const level = ops[i++] as number;
-          this.accounts.setKey(accountId, key === '' ? null : key, level);
+          const email = ops[i++] as string;
+          const acct = this.accounts.setKey(accountId, key === '' ? null : key, level);
           if (key === '') this.dropAccount(accountId);
+          else if (this.config.TLS.PSK) this.accounts.rememberEmail(email, acct);
           break;
         }
         case OP.CREDIT:

@@ -131,6 +131,7 @@ export class Supervisor {
       control: control.port2,
       peers,
       topology: this.topologySnapshot(),
+      accounts: this.config.TLS.PSK ? this.store.listAccounts().map((a) => [a.id, a.email, a.key, a.level]) : [],
     };
     const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
     const worker = new Worker(SHARD_ENTRY, { workerData: init, transferList: transfer, name: `shard-${index}` });
@@ -410,7 +411,7 @@ export class Supervisor {
 
   /** Tells every shard that an account's KEY or level changed, or that it was deleted; resolves once applied. */
   async accountChanged(acct: AccountRecord, deleted = false): Promise<void> {
-    this.broadcast([OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level]);
+    this.broadcast([OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level, acct.email]);
     if (deleted) {
       this.topologies.delete(acct.id);
       this.broadcast([OP.TOPOLOGY_RESET, acct.id]);
