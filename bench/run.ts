@@ -13,7 +13,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
+import { countLines, openSocket, PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
 import { rawBench } from './raw.ts';
 import { ADMIN, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
@@ -189,6 +189,50 @@ async function topoChange(s: Server): Promise<{ move: number; alias: number; mem
   return { move, alias, member };
 }
 
+/** §5 Hold: held pushes per second (pipelined, durable before each reply) and the backlog delivery rate. */
+async function holdBench(s: Server): Promise<{ held: number; backlog: number }> {
+  const n = Number(env.BENCH_HOLD ?? 10_000);
+  const id = freshId('H');
+  const gone = await register(s.port, s.key, id);
+  gone.destroy();
+  await sleep(200);
+  const sender = await register(s.port, s.key, freshId('HS'));
+  const line = Buffer.from(`TCP:PUSH:${s.key}:RID:${id}:${PAYLOAD}\r\n`.repeat(100), 'latin1');
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let replies = 0;
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < n && sent - replies < 2000) {
+        sender.write(line);
+        sent += 100;
+      }
+    };
+    sender.on('data', (b: Buffer) => {
+      if (b.indexOf('REM_ID') >= 0 || b.indexOf('FAIL') >= 0) reject(new Error(b.toString('latin1').slice(0, 100)));
+      replies += countLines(b);
+      if (replies >= n) resolve();
+      else pump();
+    });
+    pump();
+  });
+  const held = n / ((performance.now() - t0) / 1000);
+  sender.destroy();
+  const back = await openSocket(s.port);
+  const t1 = performance.now();
+  await new Promise<void>((resolve) => {
+    let lines = 0;
+    back.on('data', (b: Buffer) => {
+      lines += countLines(b);
+      if (lines >= n + 1) resolve();
+    });
+    back.write(`TCP:ID:${s.key}:${id}\r\n`);
+  });
+  const backlog = n / ((performance.now() - t1) / 1000);
+  back.destroy();
+  return { held, backlog };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)]!;
@@ -209,6 +253,7 @@ async function endToEnd(): Promise<string> {
     'RO fan-out deliveries/s (1 → 1,000 router members)': [],
     'topology change applied on every shard, 10,000 live devices: move subtree / re-point alias / router member (ms)':
       [],
+    'held pushes/s (durable before each [OK:DATA_HELD]) / backlog of 10,000 delivered on reconnect (msgs/s)': [],
     'RAW channel one-way MB/s: same shard / across shards / direct Node socket pipe (ratio to the pipe)': [],
     'RAW channel 64 B ping-pong median µs: same shard / across shards / direct Node socket pipe': [],
   };
@@ -236,6 +281,7 @@ async function endToEnd(): Promise<string> {
       const childs = await topoFanout(s, 'CHILDS');
       const ro = await topoFanout(s, 'RO');
       const change = await topoChange(s);
+      const hold = await holdBench(s);
       const raw = await rawBench(s);
       const pr = p.map((x) => x.perSecond);
       const fr = f.map((x) => x.perSecond);
@@ -252,9 +298,10 @@ async function endToEnd(): Promise<string> {
       cols[8]!.push(`${change.move.toFixed(2)} / ${change.alias.toFixed(2)} / ${change.member.toFixed(2)}`);
       const vsPipe = (mbs: number): string =>
         Number.isNaN(mbs) ? '—' : `${fmtInt(mbs)} (${Math.round((100 * mbs) / raw.direct)} %)`;
-      cols[9]!.push(`${vsPipe(raw.oneWaySame)} / ${vsPipe(raw.oneWayCross)} / ${fmtInt(raw.direct)}`);
+      cols[9]!.push(`${fmtInt(hold.held)} / ${fmtInt(hold.backlog)}`);
+      cols[10]!.push(`${vsPipe(raw.oneWaySame)} / ${vsPipe(raw.oneWayCross)} / ${fmtInt(raw.direct)}`);
       const us = (x: number): string => (Number.isNaN(x) ? '—' : fmtInt(x));
-      cols[10]!.push(`${us(raw.rttSame)} / ${us(raw.rttCross)} / ${us(raw.rttDirect)}`);
+      cols[11]!.push(`${us(raw.rttSame)} / ${us(raw.rttCross)} / ${us(raw.rttDirect)}`);
       process.stderr.write(`workers=${workers} done\n`);
     } finally {
       await stopServer(s);

@@ -39,6 +39,9 @@ export async function startServer(workers: number): Promise<Server> {
       P2PC_HTTP_PORT: '0',
       P2PC_HTTP_HOST: '127.0.0.1',
       P2PC_HTTP_ADMIN_TOKEN: ADMIN,
+      // Holding enabled (off by default) with room for the 10,000-message backlog benchmark.
+      P2PC_USER_4HOLDPUSH: '1,1,1,1',
+      P2PC_USER_5HOLDBUFFER: '100,1000,10000,20000',
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

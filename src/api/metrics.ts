@@ -97,6 +97,15 @@ export class Metrics {
         this.set(store.heldCount());
       },
     });
+    new Counter({
+      name: 'p2pc_held_dropped_total',
+      help: 'held messages dropped because a device reached its HOLDBUFFER',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(store.heldDropped());
+      },
+    });
     new Gauge({
       name: 'p2pc_outbox_messages',
       help: 'outbox messages (e-mail and SMS) by state',

@@ -263,7 +263,15 @@ export class OperatorApi {
       const acct = this.account(ctx);
       const devices = await this.supervisor.devicesOnline(acct.id);
       devices.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      return json(200, { devices });
+      if (ctx.query.get('all') === undefined || ctx.query.get('all') === null) return json(200, { devices });
+      // ?all: every device ever registered, online or not, with its last-seen time (§5a).
+      const online = new Map(devices.map((d) => [d.id, d.shard]));
+      const known = this.store.knownDevices(acct.id).map((d) => ({
+        id: d.id,
+        online: online.has(d.id),
+        lastSeen: Math.floor(d.lastSeen / 1000),
+      }));
+      return json(200, { devices, known });
     });
 
     r('GET', '/api/v1/accounts/{account}/held', (ctx) => {

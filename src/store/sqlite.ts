@@ -520,6 +520,18 @@ export class SqliteStore implements Store {
     });
   }
 
+  knownDevices(accountId: number): { id: string; lastSeen: number }[] {
+    return (
+      this.q('SELECT id, last_seen FROM known_devices WHERE account_id = ? AND last_seen > 0 ORDER BY id').all(
+        accountId,
+      ) as { id: string; last_seen: number }[]
+    ).map((r) => ({ id: r.id, lastSeen: r.last_seen }));
+  }
+
+  heldDropped(): number {
+    return (this.q('SELECT coalesce(sum(dropped), 0) AS n FROM known_devices').get() as { n: number }).n;
+  }
+
   lastSeen(accountId: number, id: string): number | null {
     const row = this.q('SELECT last_seen FROM known_devices WHERE account_id = ? AND id = ?').get(accountId, id) as
       | { last_seen: number }

@@ -69,6 +69,10 @@ export interface Store {
   purgeHeld(now: number): number;
   /** Records that devices registered or left (last seen); "known" devices may have pushes held. */
   markSeen(entries: readonly { accountId: number; id: string }[], now: number): void;
+  /** Every device of the account ever registered, with when it was last seen (epoch ms). */
+  knownDevices(accountId: number): { id: string; lastSeen: number }[];
+  /** Held messages dropped by HOLDBUFFER, in total (for /metrics). */
+  heldDropped(): number;
   /** Unix ms a device was last seen, or null for one never registered. */
   lastSeen(accountId: number, id: string): number | null;
   close(): void;
