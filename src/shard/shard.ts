@@ -97,9 +97,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** KEY or UID lookups under way: the waiting connection and, for UID lookups, the e-mail. */
   private readonly keyWaits = new Map<number, { conn: Connection; email: string | null }>();
   private readonly outboxWaits = new Map<number, { conn: Connection; kind: 'mail' | 'sms' }>();
-  /** Held pushes and backlog fetches waiting for the supervisor: the connection and its reserved reply. */
-  private readonly holdWaits = new Map<number, { conn: Connection; token: number }>();
-  private readonly statusWaits = new Map<number, { conn: Connection; token: number }>();
+  /** Answers the supervisor still owes (holds, held backlogs, STATUS): the connection and its reserved reply. */
+  private readonly deferred = new Map<number, { conn: Connection; token: number }>();
   private readonly addrConns: AddressCounters;
   readonly addrFails: AddressCounters;
   /** Process RSS sampled by the sweep, for the memory guard. */
@@ -650,7 +649,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       if (this.holdAllowed(account)) {
         // §5 Hold: the backlog comes right after [OK:<ID>], before any newer message.
         const req = ++this.reqSeq;
-        this.holdWaits.set(req, { conn, token: this.deferReply(conn) });
+        this.deferred.set(req, { conn, token: this.deferReply(conn) });
         this.control.ops.push(OP.HELD_FETCH, req, account.id, id);
       }
       this.scheduleFlush();
@@ -672,7 +671,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** STATUS of an offline ID: its last-seen time comes from the store, in order with later replies. */
   queryStatus(conn: Connection, acct: Account, id: string): void {
     const req = ++this.reqSeq;
-    this.statusWaits.set(req, { conn, token: this.deferReply(conn) });
+    this.deferred.set(req, { conn, token: this.deferReply(conn) });
     this.control.ops.push(OP.STATUS_QUERY, req, acct.id, id);
     this.scheduleFlush();
   }
@@ -787,6 +786,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.slots = saved;
   }
 
+  /** Resolves the reply the supervisor owed for request `req`. */
+  private settleDeferred(req: number, text: string): void {
+    const wait = this.deferred.get(req);
+    if (wait === undefined) return;
+    this.deferred.delete(req);
+    this.resolveReply(wait.conn, wait.token, text);
+  }
+
   /** §5 Hold: allowed by the account's plan. */
   holdAllowed(acct: Account): boolean {
     const u = this.config.USER;
@@ -798,7 +805,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     let req = 0;
     if (conn !== null) {
       req = ++this.reqSeq;
-      this.holdWaits.set(req, { conn, token: this.deferReply(conn) });
+      this.deferred.set(req, { conn, token: this.deferReply(conn) });
     }
     this.metrics.heldPushes++;
     this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level);
@@ -1207,19 +1214,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.HOLD_RESULT: {
           const req = ops[i++] as number;
           const result = ops[i++] as string;
-          const wait = this.holdWaits.get(req);
-          this.holdWaits.delete(req);
-          if (wait !== undefined) {
-            this.resolveReply(wait.conn, wait.token, result === 'DATA_HELD' ? OK_DATA_HELD : FAIL_LINE.REM_ID);
-          }
+          this.settleDeferred(req, result === 'DATA_HELD' ? OK_DATA_HELD : FAIL_LINE.REM_ID);
           break;
         }
         case OP.STATUS_RESULT: {
           const req = ops[i++] as number;
           const lastSeen = ops[i++] as number;
-          const wait = this.statusWaits.get(req);
-          this.statusWaits.delete(req);
-          if (wait !== undefined) this.resolveReply(wait.conn, wait.token, statusReply(lastSeen));
+          this.settleDeferred(req, statusReply(lastSeen));
           break;
         }
         case OP.HELD_DATA: {
@@ -1227,9 +1228,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const count = ops[i++] as number;
           let text = '';
           for (let k = 0; k < count; k++) text += `PUSH:${ops[i++] as string}\r\n`;
-          const wait = this.holdWaits.get(req);
-          this.holdWaits.delete(req);
-          if (wait !== undefined) this.resolveReply(wait.conn, wait.token, text);
+          this.settleDeferred(req, text);
           break;
         }
         case OP.OUTBOX_RESULT: {
