@@ -281,7 +281,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   /** PServer.IP_VELOCITY and the auth-failure throttle (NODE.AUTH_FAILS), per remote address. */
   private addressAllows(socket: Socket): boolean {
-    const addr = socket.remoteAddress ?? '';
+    const perIpOff = this.config.PServer.IP_VELOCITY === 0 && this.config.NODE.AUTH_FAILS === 0;
+    if (perIpOff) return true;
+    const addr = remoteAddress(socket);
     const now = Date.now();
     const perIp = this.config.PServer.IP_VELOCITY;
     if (perIp > 0 && this.addrConns.hit(addr, now) > perIp) return false;
@@ -296,7 +298,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   authFailed(conn: Connection): boolean {
     const limit = this.config.NODE.AUTH_FAILS;
     if (limit === 0) return false;
-    if (this.addrFails.hit(conn.socket.remoteAddress ?? '', Date.now()) <= limit) return false;
+    if (this.addrFails.hit(remoteAddress(conn.socket), Date.now()) <= limit) return false;
     this.send(conn, FAIL_LINE.RATE_LIMIT);
     this.closeAfterFlush(conn);
     return true;
@@ -1335,3 +1337,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 }
 
 function noop(): void {}
+
+/**
+ * The peer's address without keeping it: Node caches a {address, family, port} object on every socket it is
+ * asked for (~300 bytes per idle connection); the per-address counters need the string only now and then.
+ */
+function remoteAddress(socket: Socket): string {
+  const addr = socket.remoteAddress ?? '';
+  (socket as unknown as { _peername?: unknown })._peername = undefined;
+  return addr;
+}
