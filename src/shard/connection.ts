@@ -95,6 +95,11 @@ export class Connection implements FramerState {
   cacheNext = 0;
   cacheFresh = 0;
 
+  /** True when `handle` is this connection's registration, decided or still being decided. */
+  holds(handle: number): boolean {
+    return handle === this.handle || handle === this.pendingHandle;
+  }
+
   constructor(socket: Socket, slot: number, now: number, tickMs: number) {
     this.socket = socket;
     this.slot = slot;

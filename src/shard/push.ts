@@ -124,7 +124,7 @@ function isLive(shard: ShardActor, handle: number): boolean {
   if (target !== shard.index)
     return (liveFlags(shard.status, handle) & ALIVE) !== 0 && shard.links[target] !== undefined;
   const peer = shard.conns[slotOf(handle)];
-  return peer !== undefined && peer.handle === handle && !peer.closed;
+  return peer?.holds(handle) === true && !peer.closed;
 }
 
 function addMember(acct: Account, id: string): void {
@@ -148,7 +148,7 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
   const target = shardOf(handle);
   if (target === shard.index) {
     const peer = shard.conns[slotOf(handle)];
-    if (peer === undefined || peer.handle !== handle || peer.closed) return REM_ID;
+    if (peer === undefined || !peer.holds(handle) || peer.closed) return REM_ID;
     if (!shard.deliverLocal(peer, `PUSH:${data}\r\n`)) return REM_LINK;
   } else {
     const flags = liveFlags(shard.status, handle);
@@ -180,7 +180,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
     const target = shardOf(handle);
     if (target === me) {
       const peer = shard.conns[slotOf(handle)];
-      if (peer === undefined || peer.handle !== handle || peer.closed) {
+      if (peer === undefined || !peer.holds(handle) || peer.closed) {
         if (holding) shard.hold(null, acct, memberIds[i]!, data);
         continue;
       }

@@ -60,6 +60,9 @@ interface PendingRegistration {
   id: string;
   handle: number;
   level: number;
+  /** Reserved output places: the reply, and the held backlog (-1 when holding is off). */
+  okToken: number;
+  backlogToken: number;
 }
 
 export class ShardActor implements LineSink<Connection>, OwnerHost {
@@ -594,7 +597,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const handle = beginRegistration(this.table, conn.slot, this.index);
     conn.pendingHandle = handle;
     const req = ++this.reqSeq;
-    this.pendingRegs.set(req, { conn, account: acct, id, handle, level: acct.level });
+    // Pushes may reach the new handle before the owner's answer does (other shards learn it first): they wait
+    // behind the place of [OK:<ID>] and, when holding is on, of the held backlog.
+    const okToken = this.deferReply(conn);
+    const backlogToken = this.holdAllowed(acct) ? this.deferReply(conn) : -1;
+    this.pendingRegs.set(req, { conn, account: acct, id, handle, level: acct.level, okToken, backlogToken });
     this.block(conn);
     this.sendRegistration(req);
   }
@@ -645,19 +652,21 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.handle = handle;
       conn.id = id;
       conn.account = account;
-      this.send(conn, ok(id));
+      this.resolveReply(conn, p.okToken, ok(id));
       this.metrics.registrations++;
       this.control.ops.push(OP.SEEN, account.id, id);
-      if (this.holdAllowed(account)) {
+      if (p.backlogToken >= 0) {
         // §5 Hold: the backlog comes right after [OK:<ID>], before any newer message.
         const req = ++this.reqSeq;
-        this.deferred.set(req, { conn, token: this.deferReply(conn) });
+        this.deferred.set(req, { conn, token: p.backlogToken });
         this.control.ops.push(OP.HELD_FETCH, req, account.id, id);
       }
       this.scheduleFlush();
     } else {
       endRegistration(this.table, conn.slot);
-      this.fail(conn, result);
+      if (p.backlogToken >= 0) this.resolveReply(conn, p.backlogToken, '');
+      this.metrics.fail(result);
+      this.resolveReply(conn, p.okToken, FAIL_LINE[result]);
       if (result === 'NODEEXIST') {
         this.closeAfterFlush(conn); // the newcomer is closed (PROTOCOL.md §4)
         return;
@@ -839,7 +848,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    */
   acceptRemote(handle: number, line: string): void {
     const conn = this.conns[slotOf(handle)];
-    if (conn === undefined || conn.handle !== handle || conn.closed) return;
+    if (conn === undefined || !conn.holds(handle) || conn.closed) return;
     if (conn.raw !== null && conn.raw.in !== 0) return; // receiving a RAW stream: nothing is injected
     this.metrics.deliveries++;
     this.send(conn, line);
@@ -906,6 +915,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         if (conn.socket.writableLength > this.maxOut) this.onBackedUp(conn);
       }
     }
+    // The supervisor's batch first: a HOLD posted here must not trail the DIR_ACK that lets a registration finish.
+    if (this.control.pending) this.control.flush();
     for (let p = 0; p < this.links.length; p++) {
       const link = this.links[p];
       if (link?.pending) {
@@ -913,7 +924,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         this.metrics.batchesOut++;
       }
     }
-    if (this.control.pending) this.control.flush();
   }
 
   /** The device is not reading: stop reading from it too, until its socket drains. */

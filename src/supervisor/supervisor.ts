@@ -223,6 +223,11 @@ export class Supervisor {
           break;
         }
         case OP.HELD_FETCH: {
+          // Holds earlier in this batch are stored first, so the backlog includes them.
+          if (holds.length > 0) {
+            this.holdBatch(link, holds);
+            holds.length = 0;
+          }
           const req = ops[i++] as number;
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
