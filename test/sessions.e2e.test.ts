@@ -535,8 +535,11 @@ describe('HSTCP', () => {
       `${push3}x`, // extended data
       push3.replace('PUSH:', 'PUSH:0'), // MAC one character too long
       lineOf('PUSH', ses.field('PUSH', 'RID:S2:third', true, 3).slice(0, 31), 'RID:S2:third'), // MAC truncated
-      lineOf('PUSH', ses.field('PUSH', 'RID:S2:third', true, 3).slice(0, 31) + '0', 'RID:S2:third'),
-      lineOf('PUSH', ses.field('PUSH', 'RID:S2:third', true, 3).slice(0, 31) + '1', 'RID:S2:third'),
+      // The last hex digit changed (to one of two digits that differ from the real one).
+      ...['0', '1', '2']
+        .filter((d) => d !== ses.field('PUSH', 'RID:S2:third', true, 3).slice(31))
+        .slice(0, 2)
+        .map((d) => lineOf('PUSH', ses.field('PUSH', 'RID:S2:third', true, 3).slice(0, 31) + d, 'RID:S2:third')),
       lineOf('PUSH', ses.field('PUSH', 'FRIENDS:third', true, 3), 'RID:S2:third'), // MAC of another line
       lineOf('PUSH', hstcpMac(key, ses.rnd, 3, 'TCP:PUSH:RID:S2:third'), 'RID:S2:third'), // L without the empty field
       lineOf('PUSH', hstcpMac(key, ses.rnd, 3, push3), 'RID:S2:third'),
