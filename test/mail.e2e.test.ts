@@ -670,6 +670,8 @@ describe('a restart resumes unsent mail', () => {
         const due = item === undefined ? 'none' : `${Math.round((item.nextAt - Date.now()) / 1000)} s from now`;
         throw new Error(`${err.message}; stored: ${JSON.stringify(item)}; due ${due}`);
       });
+      // The SMTP server has the mail a moment before the sender records it as sent.
+      await waitFor(async () => (await outbox(second, owner))[0]?.state === 'sent', 'the outbox to record it as sent');
       const [m] = await outbox(second, owner);
       expect(m?.state).toBe('sent');
     } finally {
