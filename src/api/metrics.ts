@@ -37,30 +37,26 @@ export class Metrics {
       });
     };
     const self = this;
-    new Gauge({
-      name: 'p2pc_connections',
-      help: 'open device connections, per shard',
-      labelNames: ['shard'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        self.latest.forEach((m, i) => {
-          this.set({ shard: String(i) }, m.get('connections') ?? 0);
-        });
-      },
-    });
-    new Gauge({
-      name: 'p2pc_event_loop_lag_p99_seconds',
-      help: 'event-loop delay p99 of each shard since the last scrape',
-      labelNames: ['shard'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        self.latest.forEach((m, i) => {
-          this.set({ shard: String(i) }, m.get('event_loop_lag_p99') ?? 0);
-        });
-      },
-    });
+    const perShard = (name: string, help: string, key: string): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['shard'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          self.latest.forEach((m, i) => {
+            this.set({ shard: String(i) }, m.get(key) ?? 0);
+          });
+        },
+      });
+    };
+    perShard('p2pc_connections', 'open device connections, per shard', 'connections');
+    perShard(
+      'p2pc_event_loop_lag_p99_seconds',
+      'event-loop delay p99 of each shard since the last scrape',
+      'event_loop_lag_p99',
+    );
     counter('p2pc_registrations_total', 'successful TCP:ID registrations', 'registrations');
     counter('p2pc_deliveries_total', 'PUSH lines queued to devices', 'deliveries');
     counter('p2pc_bytes_in_total', 'bytes read from devices', 'bytes_in');
@@ -69,26 +65,20 @@ export class Metrics {
     counter('p2pc_presence_events_total', 'PRESENCE lines sent to watchers', 'presence_events');
     counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
     counter('p2pc_held_pushes_total', 'pushes held for offline devices', 'held_pushes');
-    new Counter({
-      name: 'p2pc_pushes_total',
-      help: 'PUSH commands by target kind',
-      labelNames: ['target'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [t, n] of labelled('pushes')) this.inc({ target: t }, n);
-      },
-    });
-    new Counter({
-      name: 'p2pc_failures_total',
-      help: '[FAIL:<code>] replies by code',
-      labelNames: ['code'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [c, n] of labelled('failures')) this.inc({ code: c }, n);
-      },
-    });
+    const byLabel = (name: string, help: string, label: string, prefix: string): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [v, n] of labelled(prefix)) this.inc({ [label]: v }, n);
+        },
+      });
+    };
+    byLabel('p2pc_pushes_total', 'PUSH commands by target kind', 'target', 'pushes');
+    byLabel('p2pc_failures_total', '[FAIL:<code>] replies by code', 'code', 'failures');
     new Gauge({
       name: 'p2pc_held_messages',
       help: 'messages held for offline devices',
