@@ -433,10 +433,7 @@ async function raceRegistration(
 }
 
 describe('held messages come before any newer message, while pushers race the registration', () => {
-  // Known open race (issue 8 stays open): a HOLD decided on another shard just before that shard learns of the
-  // registration can reach the supervisor after the device's backlog fetch, and a registration raced by two
-  // pipelining pushers sometimes does not get its reply in this harness. Enable once fixed.
-  it.skip('every message answered [OK:DATA_HELD] is delivered at that registration, first, in order (20 races)', async () => {
+  it('every message answered [OK:DATA_HELD] is delivered at that registration, first, in order (20 races)', async () => {
     const { key, path } = account();
     const rounds = 20;
     await addNodes(
@@ -463,7 +460,7 @@ describe('held messages come before any newer message, while pushers race the re
     }
   });
 
-  it.skip('every message answered [OK:DATA_SENT] to the registering ID arrives, after the backlog, in order, once (20 races)', async () => {
+  it('every message answered [OK:DATA_SENT] to the registering ID arrives, after the backlog, in order, once (20 races)', async () => {
     const { key, path } = account();
     const rounds = 20;
     await addNodes(

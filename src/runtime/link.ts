@@ -107,6 +107,9 @@ export class PortLink {
       this.ops.push(OP.DIR_ACK, this.dirApplied);
       this.dirAckDue = false;
     }
+    // A new batch: the last DELIVER (coalescing target) belongs to the batch being sent.
+    this.lastHandle = 0;
+    this.lastData = -1;
     if (this.ops.length > 0) {
       const bytes = encodeBatch(this.ops);
       this.ops = [];

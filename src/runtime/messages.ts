@@ -76,14 +76,19 @@ export const OP = {
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
   OUTBOX_RESULT: 46,
-  /** Shard -> supervisor: hold a push for an offline device: [req (0 = no answer), account, id, data, level]. */
+  /**
+   * Owner shard -> supervisor: hold a push for an offline device: [req (0 = no answer), account, id, data, level,
+   * origin shard]. Holds go through the account's owner so they are ordered with its registrations.
+   */
   HOLD: 47,
-  /** Supervisor -> shard: [req, 'DATA_HELD' | 'REM_ID']. */
+  /** Supervisor or owner -> origin shard: [req, 'DATA_HELD' | 'REM_ID' | 'DATA_SENT']. */
   HOLD_RESULT: 48,
-  /** Shard -> supervisor: a device registered; take its held messages: [req, account, id]. */
+  /** Owner shard -> supervisor: a registration was accepted; send its backlog: [account, id, handle, level]. */
   HELD_FETCH: 49,
-  /** Supervisor -> shard: [req, count, ...data] oldest first. */
+  /** Supervisor -> the device's shard: [handle, account, id, level, count, ...data] oldest first. */
   HELD_DATA: 50,
+  /** Any shard -> the account's owner shard: [req, account, id, data, level] (peer op). */
+  HOLD_ROUTE: 56,
   /** Shard -> supervisor: a device registered or left (last seen): [account, id]. */
   SEEN: 51,
   /** Shard -> supervisor: when was this ID last seen: [req, account, id]. */
@@ -124,10 +129,19 @@ export type Message =
   | [op: typeof OP.READY, shard: number]
   | [op: typeof OP.KEY_LOOKUP, req: number, key: string]
   | [op: typeof OP.UID_LOOKUP, req: number, email: string]
-  | [op: typeof OP.HOLD, req: number, account: number, id: string, data: string, level: number]
-  | [op: typeof OP.HOLD_RESULT, req: number, result: 'DATA_HELD' | 'REM_ID']
-  | [op: typeof OP.HELD_FETCH, req: number, account: number, id: string]
-  | [op: typeof OP.HELD_DATA, req: number, count: number, ...data: string[]]
+  | [op: typeof OP.HOLD, req: number, account: number, id: string, data: string, level: number, origin: number]
+  | [op: typeof OP.HOLD_RESULT, req: number, result: 'DATA_HELD' | 'REM_ID' | 'DATA_SENT']
+  | [op: typeof OP.HELD_FETCH, account: number, id: string, handle: number, level: number]
+  | [
+      op: typeof OP.HELD_DATA,
+      handle: number,
+      account: number,
+      id: string,
+      level: number,
+      count: number,
+      ...data: string[],
+    ]
+  | [op: typeof OP.HOLD_ROUTE, req: number, account: number, id: string, data: string, level: number]
   | [op: typeof OP.SEEN, account: number, id: string]
   | [op: typeof OP.STATUS_QUERY, req: number, account: number, id: string]
   | [op: typeof OP.STATUS_RESULT, req: number, lastSeen: number]

@@ -73,6 +73,8 @@ export class Connection implements FramerState {
    */
   slots: (string | null)[] | null = null;
   slotBase = 0;
+  /** The reserved place of the held backlog of a registration under way (-1: none). */
+  backlogToken = -1;
   pauses = 0;
   commanded = false;
   /** Arrived over TLS. */

@@ -31,6 +31,8 @@ export interface OwnerHost {
   kick(handle: number): void;
   /** An ID came online or went offline (§5a). */
   presence(acct: Account, id: string, online: boolean): void;
+  /** A registration was accepted (before it is answered): fetch its held backlog (§5 Hold). */
+  registered(acct: Account, id: string, handle: number): void;
   scheduleFlush(): void;
 }
 
@@ -63,6 +65,7 @@ export class Ownership {
     acct.devices.set(id, handle);
     if (cur !== undefined && cur !== handle) host.presence(acct, id, false); // a takeover: OFFLINE, then ONLINE
     host.presence(acct, id, true);
+    host.registered(acct, id, handle);
     const need = this.broadcast(OP.DIR_SET, acct.id, id, handle);
     if (need === null) host.answerRegistration(from, req, '');
     else this.waits.push({ from, req, need });

@@ -601,6 +601,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     // behind the place of [OK:<ID>] and, when holding is on, of the held backlog.
     const okToken = this.deferReply(conn);
     const backlogToken = this.holdAllowed(acct) ? this.deferReply(conn) : -1;
+    conn.backlogToken = backlogToken;
     this.pendingRegs.set(req, { conn, account: acct, id, handle, level: acct.level, okToken, backlogToken });
     this.block(conn);
     this.sendRegistration(req);
@@ -654,17 +655,15 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.account = account;
       this.resolveReply(conn, p.okToken, ok(id));
       this.metrics.registrations++;
+      // §5 Hold: the backlog (sent by the supervisor on the owner's word) fills its place after [OK:<ID>].
       this.control.ops.push(OP.SEEN, account.id, id);
-      if (p.backlogToken >= 0) {
-        // §5 Hold: the backlog comes right after [OK:<ID>], before any newer message.
-        const req = ++this.reqSeq;
-        this.deferred.set(req, { conn, token: p.backlogToken });
-        this.control.ops.push(OP.HELD_FETCH, req, account.id, id);
-      }
       this.scheduleFlush();
     } else {
       endRegistration(this.table, conn.slot);
-      if (p.backlogToken >= 0) this.resolveReply(conn, p.backlogToken, '');
+      if (p.backlogToken >= 0) {
+        conn.backlogToken = -1;
+        this.resolveReply(conn, p.backlogToken, '');
+      }
       this.metrics.fail(result);
       this.resolveReply(conn, p.okToken, FAIL_LINE[result]);
       if (result === 'NODEEXIST') {
@@ -811,16 +810,73 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     return planValue(u['4HOLDPUSH'], acct.level) === 1 && planValue(u['5HOLDBUFFER'], acct.level) > 0;
   }
 
-  /** Holds a push for an offline device; `conn` (if given) gets [OK:DATA_HELD] or [FAIL:REM_ID] in order. */
+  /**
+   * Holds a push for a device this shard sees offline; `conn` (if given) gets [OK:DATA_HELD], [FAIL:REM_ID], or
+   * [OK:DATA_SENT] when the owner finds it registered meanwhile, in order. It goes through the account's owner
+   * shard, which orders it with the device's registration (and so with the fetch of its backlog).
+   */
   hold(conn: Connection | null, acct: Account, id: string, data: string): void {
     let req = 0;
     if (conn !== null) {
       req = ++this.reqSeq;
       this.deferred.set(req, { conn, token: this.deferReply(conn) });
     }
+    const owner = ownerShard(acct.id, this.shards);
+    if (owner === this.index) this.routeHold(this.index, req, acct, id, data);
+    else {
+      const link = this.links[owner];
+      // The owner is restarting: nothing can register this ID meanwhile, so store it directly.
+      if (link === undefined) this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level, this.index);
+      else link.ops.push(OP.HOLD_ROUTE, req, acct.id, id, data, acct.level);
+      this.scheduleFlush();
+    }
+  }
+
+  /** On the owner shard: deliver when the ID is registered by now, else store it through the supervisor. */
+  private routeHold(origin: number, req: number, acct: Account, id: string, data: string): void {
+    const handle = acct.devices.get(id);
+    if (handle !== undefined && isLive(this.status, handle)) {
+      const target = shardOf(handle);
+      if (target === this.index) {
+        const conn = this.conns[slotOf(handle)];
+        if (conn?.holds(handle) && !conn.closed) this.deliverLocal(conn, `PUSH:${data}\r\n`);
+      } else this.links[target]?.ops.push(OP.DELIVER, handle, data);
+      this.answerHold(origin, req, 'DATA_SENT');
+      this.scheduleFlush();
+      return;
+    }
     this.metrics.heldPushes++;
-    this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level);
+    this.control.ops.push(OP.HOLD, req, acct.id, id, data, acct.level, origin);
     this.scheduleFlush();
+  }
+
+  private answerHold(origin: number, req: number, result: string): void {
+    if (req === 0) return;
+    if (origin === this.index) this.settleDeferred(req, holdReply(result));
+    else this.links[origin]?.ops.push(OP.HOLD_RESULT, req, result);
+  }
+
+  /** Owner hook: a registration was accepted; the supervisor sends its held backlog to the device's shard. */
+  registered(acct: Account, id: string, handle: number): void {
+    if (!this.holdAllowed(acct)) return;
+    this.control.ops.push(OP.HELD_FETCH, acct.id, id, handle, acct.level);
+    this.scheduleFlush();
+  }
+
+  /** The held backlog of a registration: into its reserved place, or held again if the device left. */
+  private heldBacklog(handle: number, accountId: number, id: string, level: number, data: string[]): void {
+    const conn = this.conns[slotOf(handle)];
+    if (conn?.holds(handle) && !conn.closed && conn.backlogToken >= 0) {
+      const token = conn.backlogToken;
+      conn.backlogToken = -1;
+      let text = '';
+      for (const d of data) text += `PUSH:${d}\r\n`;
+      this.resolveReply(conn, token, text);
+      return;
+    }
+    const acct = this.accounts.get(accountId);
+    acct.level = level;
+    for (const d of data) this.hold(null, acct, id, d);
   }
 
   private endOkRun(conn: Connection): void {
@@ -1128,6 +1184,20 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.CREDIT:
           link.credit(ops[i++] as number);
           break;
+        case OP.HOLD_ROUTE: {
+          const req = ops[i++] as number;
+          const acct = this.accounts.get(ops[i++] as number);
+          const id = ops[i++] as string;
+          const data = ops[i++] as string;
+          acct.level = ops[i++] as number;
+          this.routeHold(link.peer, req, acct, id, data);
+          break;
+        }
+        case OP.HOLD_RESULT: {
+          const req = ops[i++] as number;
+          this.settleDeferred(req, holdReply(ops[i++] as string));
+          break;
+        }
         case OP.RAW_OPEN: {
           const reader = ops[i++] as number;
           rawOpenRequest(this, reader, ops[i++] as number);
@@ -1225,22 +1295,23 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         }
         case OP.HOLD_RESULT: {
           const req = ops[i++] as number;
-          const result = ops[i++] as string;
-          this.settleDeferred(req, result === 'DATA_HELD' ? OK_DATA_HELD : FAIL_LINE.REM_ID);
+          this.settleDeferred(req, holdReply(ops[i++] as string));
           break;
         }
         case OP.STATUS_RESULT: {
           const req = ops[i++] as number;
-          const lastSeen = ops[i++] as number;
-          this.settleDeferred(req, statusReply(lastSeen));
+          this.settleDeferred(req, statusReply(ops[i++] as number));
           break;
         }
         case OP.HELD_DATA: {
-          const req = ops[i++] as number;
+          const handle = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          const level = ops[i++] as number;
           const count = ops[i++] as number;
-          let text = '';
-          for (let k = 0; k < count; k++) text += `PUSH:${ops[i++] as string}\r\n`;
-          this.settleDeferred(req, text);
+          const data = ops.slice(i, i + count) as string[];
+          i += count;
+          this.heldBacklog(handle, accountId, id, level, data);
           break;
         }
         case OP.OUTBOX_RESULT: {
@@ -1347,6 +1418,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 }
 
 function noop(): void {}
+
+/** The device's reply for a hold's outcome. */
+function holdReply(result: string): string {
+  if (result === 'DATA_HELD') return OK_DATA_HELD;
+  if (result === 'DATA_SENT') return OK_DATA_SENT;
+  return result === 'UNAVAILABLE' ? FAIL_LINE.UNAVAILABLE : FAIL_LINE.REM_ID;
+}
 
 /**
  * The peer's address without keeping it: Node caches a {address, family, port} object on every socket it is

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { ApiRequest, ApiResponse } from '../api/types.ts';
 import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
-import { clearAllFlags, newStatusTable } from '../routing/handle.ts';
+import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
 import { Topology, TopologyFailure } from '../routing/topology.ts';
 import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
@@ -16,6 +16,16 @@ import type { Outbox } from '../services/outbox.ts';
 import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
 
 const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
+
+interface HoldOp {
+  req: number;
+  accountId: number;
+  id: string;
+  data: string;
+  level: number;
+  /** The shard whose device pushed it (gets the answer). */
+  origin: number;
+}
 
 interface ShardSlot {
   worker: Worker | null;
@@ -143,15 +153,12 @@ export class Supervisor {
     worker.on('exit', (code) => this.onExit(index, worker, code));
   }
 
-  /** Held pushes of one shard's batch: stored in one transaction, then answered. */
-  private holdBatch(
-    link: PortLink,
-    batch: { req: number; accountId: number; id: string; data: string; level: number }[],
-  ): void {
+  /** Held pushes of one owner shard's batch: stored in one transaction, then answered to their origin shards. */
+  private holdBatch(batch: HoldOp[]): void {
     const now = Date.now();
     const ttl = this.config.NODE.HOLD_TTL * 1000;
     const keep: HoldRequest[] = [];
-    const results: unknown[] = [];
+    const answers: [HoldOp, boolean][] = [];
     for (const h of batch) {
       const known = this.isKnownDevice(h.accountId, h.id);
       if (known) {
@@ -164,15 +171,20 @@ export class Supervisor {
         });
         this.heldKeys.add(`${h.accountId}:${h.id}`);
       }
-      if (h.req !== 0) results.push(OP.HOLD_RESULT, h.req, known ? 'DATA_HELD' : 'REM_ID');
+      if (h.req !== 0) answers.push([h, known]);
     }
+    let stored = true;
     try {
       this.store.hold(keep, now);
     } catch (err) {
       this.log.error({ err }, 'holding messages failed');
-      for (let k = 0; k < results.length; k += 3) results[k + 2] = 'REM_ID';
+      stored = false;
     }
-    for (const x of results) link.ops.push(x);
+    for (const [h, known] of answers) {
+      const c = this.shards[h.origin]?.control;
+      c?.ops.push(OP.HOLD_RESULT, h.req, known && stored ? 'DATA_HELD' : 'REM_ID');
+    }
+    for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
   }
 
   /** §5 Hold: a device in the tree, in a router, an alias target, or registered before. */
@@ -188,7 +200,7 @@ export class Supervisor {
   private onShardOps(index: number, ops: unknown[]): void {
     const slot = this.shards[index]!;
     const link = slot.control!;
-    const holds: { req: number; accountId: number; id: string; data: string; level: number }[] = [];
+    const holds: HoldOp[] = [];
     const seen: { accountId: number; id: string }[] = [];
     let i = 0;
     while (i < ops.length) {
@@ -219,25 +231,31 @@ export class Supervisor {
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
           const data = ops[i++] as string;
-          holds.push({ req, accountId, id, data, level: ops[i++] as number });
+          const level = ops[i++] as number;
+          holds.push({ req, accountId, id, data, level, origin: ops[i++] as number });
           break;
         }
         case OP.HELD_FETCH: {
-          // Holds earlier in this batch are stored first, so the backlog includes them.
+          // Holds earlier on this port (the owner's) are stored first, so the backlog includes them.
           if (holds.length > 0) {
-            this.holdBatch(link, holds);
+            this.holdBatch(holds);
             holds.length = 0;
           }
-          const req = ops[i++] as number;
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
+          const handle = ops[i++] as number;
+          const level = ops[i++] as number;
           const key = `${accountId}:${id}`;
           let data: string[] = [];
           if (this.heldKeys.has(key)) {
             this.heldKeys.delete(key);
             data = this.store.takeHeld(accountId, id, Date.now());
           }
-          link.ops.push(OP.HELD_DATA, req, data.length, ...data);
+          const target = this.shards[shardOf(handle)]?.control;
+          if (target) {
+            target.ops.push(OP.HELD_DATA, handle, accountId, id, level, data.length, ...data);
+            if (target !== link) target.flush();
+          }
           break;
         }
         case OP.METRICS_RESULT: {
@@ -323,7 +341,7 @@ export class Supervisor {
           i = ops.length;
       }
     }
-    if (holds.length > 0) this.holdBatch(link, holds);
+    if (holds.length > 0) this.holdBatch(holds);
     if (seen.length > 0) {
       try {
         this.store.markSeen(seen, Date.now());
