@@ -1,6 +1,7 @@
 // CLI subcommands that act on a running server through its operator HTTP API, so every change is
 // persisted and applied to live connections exactly as an API call would be.
 
+import { readFileSync } from 'node:fs';
 import type { Config } from './config/schema.ts';
 
 export interface RemoteOptions {
@@ -12,11 +13,38 @@ export interface RemoteOptions {
 
 export class CliError extends Error {}
 
+/** The JSON of `topology export` / `topology import`. */
+export interface TopologyFile {
+  tree: { id: string; parent: string | null }[];
+  routers: { name: string; members: string[] }[];
+  aliases: { name: string; targets: string[] }[];
+}
+
+function parseTopologyFile(text: string): TopologyFile {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new CliError('the topology file is not valid JSON');
+  }
+  const d = v as Partial<TopologyFile>;
+  if (!Array.isArray(d.tree) || !Array.isArray(d.routers) || !Array.isArray(d.aliases)) {
+    throw new CliError('the topology file needs "tree", "routers" and "aliases" arrays');
+  }
+  return d as TopologyFile;
+}
+
+/** Progress of long work goes to stderr, so stdout stays the result. */
+function progress(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
 export const REMOTE_USAGE = `  p2pcluster account list|delete <email>|key-reset <email>|level <email> <1..4>
   p2pcluster tree show|add <id> [--parent <id>]|move <id> (--parent <id> | --root)|rename <id> <new>|delete <id>
   p2pcluster router list|add <name>|delete <name>|add-member <name> <id>|remove-member <name> <id>
   p2pcluster alias list|set <name> <id>[,<id>...]|delete <name>
   p2pcluster devices
+  p2pcluster topology export [--out <file>] | import <file>     tree, routers and aliases as JSON
     these talk to the running server: --url <http://host:port> (default: HTTP.PORT on 127.0.0.1),
     --token <admin token> (default: HTTP.ADMIN_TOKEN) with --account <email>, or --key <account KEY>`;
 
@@ -114,6 +142,46 @@ export async function runRemote(
     case 'alias delete':
       await call('DELETE', `${a}/${acct()}/aliases/${enc(arg(1, '<name>'))}`);
       return `deleted alias ${args[1]}`;
+    case 'topology export': {
+      const base = `${a}/${acct()}`;
+      const tree = (await call('GET', `${base}/tree`)) as { nodes: { id: string; parent: string | null }[] };
+      const routers = (await call('GET', `${base}/routers`)) as { routers: { name: string; members: string[] }[] };
+      const aliases = (await call('GET', `${base}/aliases`)) as { aliases: { name: string; targets: string[] }[] };
+      const doc: TopologyFile = {
+        tree: tree.nodes.map((n) => ({ id: n.id, parent: n.parent })),
+        routers: routers.routers,
+        aliases: aliases.aliases,
+      };
+      return JSON.stringify(doc, null, 2);
+    }
+    case 'topology import': {
+      const doc = parseTopologyFile(readFileSync(arg(1, '<file>'), 'utf8'));
+      const base = `${a}/${acct()}`;
+      const steps: [string, string, unknown?][] = [
+        // Parents before children: the export lists each root's subtree breadth first.
+        ...doc.tree.map((n): [string, string, unknown] => [
+          'POST',
+          `${base}/tree/nodes`,
+          { id: n.id, parent: n.parent },
+        ]),
+        ...doc.routers.map((r): [string, string, unknown] => ['POST', `${base}/routers`, { name: r.name }]),
+        ...doc.routers.flatMap((r) =>
+          r.members.map((m): [string, string] => ['PUT', `${base}/routers/${enc(r.name)}/members/${enc(m)}`]),
+        ),
+        ...doc.aliases.map((x): [string, string, unknown] => [
+          'PUT',
+          `${base}/aliases/${enc(x.name)}`,
+          { targets: x.targets },
+        ]),
+      ];
+      const every = Math.max(1, Math.floor(steps.length / 20));
+      for (let i = 0; i < steps.length; i++) {
+        const [method, path, body] = steps[i]!;
+        await call(method, path, body);
+        if ((i + 1) % every === 0 || i + 1 === steps.length) progress(`imported ${i + 1}/${steps.length}`);
+      }
+      return `imported ${doc.tree.length} nodes, ${doc.routers.length} routers, ${doc.aliases.length} aliases`;
+    }
   }
   throw new CliError(`unknown command: ${command} ${sub ?? ''}`);
 }

@@ -79,6 +79,7 @@ async function main(argv: string[]): Promise<number> {
     case 'tree':
     case 'router':
     case 'alias':
+    case 'topology':
     case 'devices':
       return remote(opts, values, command, positionals.slice(1));
     case 'config': {
@@ -107,7 +108,11 @@ async function remote(
     args,
     { parent: s('parent'), root: values.root as boolean | undefined },
   );
-  process.stdout.write(`${out}\n`);
+  const file = s('out');
+  if (file !== undefined && command === 'topology') {
+    writeFileSync(file, `${out}\n`);
+    process.stdout.write(`written to ${file}\n`);
+  } else process.stdout.write(`${out}\n`);
   return 0;
 }
 

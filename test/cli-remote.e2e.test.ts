@@ -80,3 +80,55 @@ describe('CLI subcommands against a running server (issue 3)', () => {
     d.close();
   });
 });
+
+describe('topology export and import (issue 10)', () => {
+  it('exports tree, routers and aliases as JSON and imports them into another account, with progress', async () => {
+    const admin = ['--token', ADMIN_TOKEN];
+    const from = `exp-${process.pid}@test.example`;
+    const to = `imp-${process.pid}@test.example`;
+    srv.newKey(from);
+    const toKey = srv.newKey(to);
+    for (const args of [
+      ['tree', 'add', 'top'],
+      ['tree', 'add', 'mid', '--parent', 'top'],
+      ['tree', 'add', 'leaf', '--parent', 'mid'],
+      ['tree', 'add', 'other'],
+      ['router', 'add', 'mesh'],
+      ['router', 'add-member', 'mesh', 'leaf'],
+      ['router', 'add-member', 'mesh', 'other'],
+      ['alias', 'set', 'boss', 'top'],
+    ]) {
+      expect((await cli(...args, ...admin, '--account', from)).code, args.join(' ')).toBe(0);
+    }
+    const exported = await cli('topology', 'export', ...admin, '--account', from);
+    expect(exported.code).toBe(0);
+    const doc = JSON.parse(exported.stdout);
+    expect(doc).toEqual({
+      tree: [
+        { id: 'OTHER', parent: null },
+        { id: 'TOP', parent: null },
+        { id: 'MID', parent: 'TOP' },
+        { id: 'LEAF', parent: 'MID' },
+      ],
+      routers: [{ name: 'MESH', members: ['LEAF', 'OTHER'] }],
+      aliases: [{ name: 'BOSS', targets: ['TOP'] }],
+    });
+    const file = `${srv.dataDir}/topology.json`;
+    expect((await cli('topology', 'export', '--out', file, ...admin, '--account', from)).stdout).toBe(
+      `written to ${file}\n`,
+    );
+    const imported = await cli('topology', 'import', file, '--key', toKey);
+    expect(imported.code).toBe(0);
+    expect(imported.stdout).toBe('imported 4 nodes, 1 routers, 1 aliases\n');
+    expect(imported.stderr.trim().split('\n').pop()).toBe('imported 8/8');
+    const again = await cli('topology', 'export', '--key', toKey);
+    expect(JSON.parse(again.stdout)).toEqual(doc);
+    // Devices of the importing account use it at once.
+    const leaf = await device(srv.port, toKey, 'LEAF');
+    const top = await device(srv.port, toKey, 'TOP');
+    expect(await top.request(`TCP:PUSH:${toKey}:ALLCHILDS:hi`)).toBe('[OK:1/2]');
+    expect(await leaf.line()).toBe('PUSH:hi');
+    leaf.close();
+    top.close();
+  });
+});
