@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CliError, REMOTE_USAGE, runRemote } from './cli-remote.ts';
 import { ConfigError, renderDefaultConf } from './config/load.ts';
-import { openStore, resolveConfig, startServer } from './main.ts';
+import { openStore, type RunningServer, resolveConfig, startServer } from './main.ts';
 import { StoreError } from './store/store.ts';
 
 const USAGE = `usage:
@@ -40,22 +40,30 @@ async function main(argv: string[]): Promise<number> {
   const opts = { configFile: values.config, env: process.env };
   switch (command) {
     case 'start': {
-      const server = await startServer({ ...opts, banner: true });
-      let stopping = false;
+      // Signals are handled from the first moment: one that arrives while the server starts stops it once up.
+      let server: RunningServer | null = null;
+      let signalled: string | null = null;
       const shutdown = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
+        if (signalled !== null) return;
+        signalled = signal;
+        if (server === null) return; // stopped right after start
         server.log.info({ signal }, 'shutting down');
         server.stop().then(
           () => process.exit(0),
           (err) => {
-            server.log.error({ err }, 'shutdown failed');
+            server?.log.error({ err }, 'shutdown failed');
             process.exit(1);
           },
         );
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      server = await startServer({ ...opts, banner: true });
+      if (signalled !== null) {
+        const signal = signalled;
+        signalled = null;
+        shutdown(signal);
+      }
       return -1; // keep running
     }
     case 'account': {
