@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
 import { TestClient } from './helpers/client.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 let srv: TestServer;
 const opened: TestClient[] = [];
@@ -28,24 +28,6 @@ afterEach(async () => {
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openPerShard(s: TestServer): number[] {
-  const counters = new Int32Array(s.supervisor['counters']);
-  return Array.from({ length: s.supervisor.shardCount }, (_, i) => Atomics.load(counters, COUNTER_OPEN + i));
-}
-function openTotal(s: TestServer): number {
-  return openPerShard(s).reduce((a, b) => a + b, 0);
-}
 
 /**
  * A registered device. Replies (`[...]`) and deliveries (`PUSH:...`) share one socket, so lines are sorted:

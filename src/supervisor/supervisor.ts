@@ -476,6 +476,12 @@ export class Supervisor {
     await this.barrier();
   }
 
+  /** Open device connections on each shard (the shared counters the shards keep). */
+  openConnections(): number[] {
+    const counters = new Int32Array(this.counters);
+    return Array.from({ length: this.shardCount }, (_, i) => Atomics.load(counters, COUNTER_OPEN + i));
+  }
+
   /** Shard workers up and listening. */
   readyShards(): number {
     return this.shards.filter((s) => s.ready).length;
