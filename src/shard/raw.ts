@@ -44,7 +44,7 @@ export function rawOpen(shard: ShardActor, conn: Connection, targetHandle: numbe
     return shard.fail(conn, 'REM_ID');
   }
   // Ask the reader's shard; the writer waits (its next bytes may already be stream data).
-  shard.blockForRaw(conn);
+  shard.block(conn);
   shard.links[target]!.ops.push(OP.RAW_OPEN, targetHandle, conn.handle);
   shard.scheduleFlush();
 }

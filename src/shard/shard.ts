@@ -311,7 +311,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   closeAfterFlush(conn: Connection): void {
     conn.blocked = true;
     this.pause(conn, PAUSE.BLOCKED);
-    this.flushConn(conn);
+    this.flushNow(conn);
     conn.socket.end();
     const timer = setTimeout(() => conn.socket.destroy(), 1000);
     conn.socket.once('close', () => clearTimeout(timer));
@@ -703,7 +703,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
   }
 
-  private block(conn: Connection): void {
+  /** Executes nothing more from the connection until it is unblocked (it waits for another thread). */
+  block(conn: Connection): void {
     conn.blocked = true;
     this.pause(conn, PAUSE.BLOCKED);
   }
@@ -923,16 +924,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private readonly flushBound = (): void => this.flush();
 
-  /** Writes the connection's queued text now (before RAW bytes that must follow it). */
-  flushNow(conn: Connection): void {
-    this.flushConn(conn);
-  }
-
-  /** A writer waits for the reader's shard to accept a RAW link. */
-  blockForRaw(conn: Connection): void {
-    this.block(conn);
-  }
-
   /** The reader's shard answered: stream the waiting bytes when linked, else parse them as commands. */
   unblockAfterRaw(conn: Connection, linked: boolean): void {
     if (!linked) return this.unblock(conn);
@@ -941,7 +932,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.resume(conn, PAUSE.BLOCKED);
   }
 
-  private flushConn(conn: Connection): void {
+  /** Writes the connection's queued text now (flush, RAW bytes that must follow it, closing). */
+  flushNow(conn: Connection): void {
     if (conn.outBytes === 0) return;
     if (conn.okRun !== 0) this.endOkRun(conn);
     const text = conn.out;
@@ -966,7 +958,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           conn.okRun = 0;
           continue;
         }
-        this.flushConn(conn);
+        this.flushNow(conn);
         // FULL means what the socket could not take: over the bound after writing, until it drains.
         if (conn.socket.writableLength > this.maxOut) this.onBackedUp(conn);
       }
@@ -1027,13 +1019,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.linkPaused.add(conn);
   }
 
+  /** Resumes the producers paused for link congestion once no link is congested any more. */
   private onDecongest(): void {
-    for (const conn of this.linkPaused) {
-      const still = this.links.some((l) => l?.congested);
-      if (still) return;
-      this.linkPaused.delete(conn);
-      this.resume(conn, PAUSE.LINK);
-    }
+    if (this.links.some((l) => l?.congested)) return;
+    for (const conn of this.linkPaused) this.resume(conn, PAUSE.LINK);
+    this.linkPaused.clear();
   }
 
   // ---------------------------------------------------------------- liveness
