@@ -17,7 +17,6 @@ import {
   liveFlags,
   makeHandle,
   newStatusTable,
-  STALE,
   setFlag,
   shardOf,
   slotGen,
@@ -27,13 +26,15 @@ import {
 const MAX_SLOT = MAX_SLOTS_PER_SHARD - 1; // 2^17 - 1
 const MAX_SHARD = MAX_WORKERS - 1; // 63
 const MAX_GEN = GEN_MASK; // 2^28 - 1
+/** The status word's free flag bit: flags are independent bits, whatever they mean. */
+const SPARE = 4;
 
 describe('handle packing', () => {
   it('the bounds are 2^17 slots, 64 shards, 2^28 generations', () => {
     expect(MAX_SLOT).toBe(131071);
     expect(MAX_SHARD).toBe(63);
     expect(MAX_GEN).toBe(268435455);
-    expect([ALIVE, FULL, STALE]).toEqual([1, 2, 4]);
+    expect([ALIVE, FULL]).toEqual([1, 2]);
   });
 
   it('round-trips at the bounds', () => {
@@ -141,8 +142,8 @@ describe('registration and generations', () => {
     expect(genOf(hMax)).toBe(MAX_GEN);
     expect(t[0]).toBeGreaterThan(0);
     expect(slotGen(t, 0)).toBe(MAX_GEN);
-    setFlag(t, 0, FULL | STALE);
-    expect(liveFlags([t], hMax)).toBe(ALIVE | FULL | STALE);
+    setFlag(t, 0, FULL | SPARE);
+    expect(liveFlags([t], hMax)).toBe(ALIVE | FULL | SPARE);
     const hWrap = beginRegistration(t, 0, 0);
     expect(genOf(hWrap)).toBe(1);
     expect(isLive([t], hMax)).toBe(false);
@@ -156,18 +157,18 @@ describe('registration and generations', () => {
 });
 
 describe('flags', () => {
-  it('FULL and STALE set and clear independently on a live handle', () => {
+  it('FULL and SPARE set and clear independently on a live handle', () => {
     const t = newStatusTable(2);
     const h = beginRegistration(t, 1, 0);
     setFlag(t, 1, FULL);
     expect(liveFlags([t], h)).toBe(ALIVE | FULL);
-    setFlag(t, 1, STALE);
-    expect(liveFlags([t], h)).toBe(ALIVE | FULL | STALE);
+    setFlag(t, 1, SPARE);
+    expect(liveFlags([t], h)).toBe(ALIVE | FULL | SPARE);
     clearFlag(t, 1, FULL);
-    expect(liveFlags([t], h)).toBe(ALIVE | STALE);
-    clearFlag(t, 1, STALE);
+    expect(liveFlags([t], h)).toBe(ALIVE | SPARE);
+    clearFlag(t, 1, SPARE);
     expect(liveFlags([t], h)).toBe(ALIVE);
-    clearFlag(t, 1, STALE);
+    clearFlag(t, 1, SPARE);
     expect(liveFlags([t], h)).toBe(ALIVE);
     expect(slotGen(t, 1)).toBe(1);
     expect(liveFlags([t], makeHandle(1, 0, 0))).toBe(0);
@@ -176,11 +177,11 @@ describe('flags', () => {
   it('flags are not visible through an old handle, and a new registration starts without them', () => {
     const t = newStatusTable(1);
     const h1 = beginRegistration(t, 0, 0);
-    setFlag(t, 0, FULL | STALE);
+    setFlag(t, 0, FULL | SPARE);
     const h2 = beginRegistration(t, 0, 0);
     expect(liveFlags([t], h1)).toBe(0);
     expect(liveFlags([t], h2)).toBe(ALIVE);
-    setFlag(t, 0, STALE);
+    setFlag(t, 0, SPARE);
     endRegistration(t, 0);
     expect(liveFlags([t], h2)).toBe(0);
     expect(t[0]! & 7).toBe(0);
@@ -192,7 +193,7 @@ describe('flags', () => {
     const h1 = beginRegistration(t, 1, 2);
     beginRegistration(t, 1, 2);
     const h1b = beginRegistration(t, 1, 2);
-    setFlag(t, 1, FULL | STALE);
+    setFlag(t, 1, FULL | SPARE);
     endRegistration(t, 3);
     const tables = [newStatusTable(1), newStatusTable(1), t];
     const gens = [0, 1, 2, 3].map((i) => slotGen(t, i));
@@ -234,7 +235,7 @@ describe('model-based: an old handle is never live again', () => {
   const SLOTS = 4;
   const SHARD = 5;
   const slotArb = fc.integer({ min: 0, max: SLOTS - 1 });
-  const flagArb = fc.constantFrom(FULL, STALE, FULL | STALE);
+  const flagArb = fc.constantFrom(FULL, SPARE, FULL | SPARE);
   const opArb: fc.Arbitrary<Op> = fc.oneof(
     fc.record({ op: fc.constant('begin' as const), slot: slotArb }),
     fc.record({ op: fc.constant('end' as const), slot: slotArb }),

@@ -223,11 +223,14 @@ describe('NODE.COM_CHK (0.3 s)', () => {
     for (const l of lines) expect(l).toBe('[FAIL:NOID]');
   });
 
-  it('keeps a silent registered connection: SYNC every tick, still reachable', async () => {
+  it('keeps a registered connection that answers each SYNC (an empty line): SYNC every silent tick, still reachable', async () => {
     const { port, key } = srv;
     const before = new Date();
     const quiet = await device(port, key, 'QUIET');
-    for (let n = 0; n < 3; n++) expectSyncNow(await quiet.line(5000), before);
+    for (let n = 0; n < 4; n++) {
+      expectSyncNow(await quiet.line(5000), before);
+      quiet.write('\r\n'); // any byte is a sign of life; an empty line has no reply
+    }
     expect(quiet.closed).toBe(false);
     const talker = await device(port, key, 'TALKER');
     expect(await ask(talker, `TCP:PUSH:${key}:RID:QUIET:are you there`)).toBe('[OK:DATA_SENT]');
@@ -236,6 +239,24 @@ describe('NODE.COM_CHK (0.3 s)', () => {
     expect(quiet.closed).toBe(false);
     quiet.close();
     talker.close();
+  });
+
+  it('closes a registered connection silent for two ticks (missed liveness) after one SYNC, and frees its ID', async () => {
+    const { port, key } = srv;
+    const silent = await device(port, key, 'SILENT');
+    const lastByte = Date.now();
+    await silent.closedByServer(5000);
+    const after = Date.now() - lastByte;
+    // One tick of silence brings a SYNC, the second closes: never before 2 ticks, and within a sweep of it.
+    expect(after).toBeGreaterThanOrEqual(2 * 300 - 20);
+    expect(after).toBeLessThan(2 * 300 + 1000);
+    const lines = silent.buffer.split('\r\n');
+    expect(lines.pop()).toBe('');
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(/^\[SYNC:/);
+    const again = await device(port, key, 'SILENT');
+    expect(await ask(again, `TCP:GID:${key}`)).toBe('[OK:SILENT]');
+    again.close();
   });
 });
 

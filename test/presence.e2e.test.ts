@@ -46,6 +46,7 @@ class Peer {
   constructor(c: TestClient, id: string) {
     this.c = c;
     this.id = id;
+    c.answerSync = true; // a live device answers SYNC (§2), so short COM_CHK servers keep it
   }
 
   /** Reads one line; returns it if it is a reply, else files it and returns null. */
@@ -638,33 +639,52 @@ describe('liveness (small NODE.COM_CHK and MAX_OUTBUF)', () => {
     await live?.stop();
   });
 
-  it('a takeover of a silent holder gives OFFLINE then ONLINE to watchers on both shards; the kicked holder leaves its will', async () => {
+  it('a silent (half-open) holder misses liveness: watchers on both shards hear OFFLINE within two ticks and its will; a newcomer then takes the ID', async () => {
     const key = live.key;
     const w0 = await devOnProbe(0, key, 'W0', live);
     const w1 = await devOnProbe(1, key, 'W1', live);
     for (const w of [w0, w1]) expect(await w.req(`TCP:WATCH:${key}:RID:X`)).toBe('[OK:WATCHING]');
     const holder = await dev(key, 'X', live);
-    expect(await holder.req(`TCP:WILL:${key}:RID:W1:holder-kicked`)).toBe('[OK:WILL_SET]');
-    // The holder now stays silent; the newcomer (other shard) retries until the holder missed two ticks.
-    let taker: Peer | null = null;
-    const deadline = Date.now() + 10000;
-    while (taker === null) {
-      if (Date.now() > deadline) throw new Error('the ID was never taken over');
-      await sleep(150);
-      const n = new Peer(await open(live), 'X');
-      const r = await n.req(`TCP:ID:${key}:X`);
-      if (r === '[OK:X]') taker = n;
-      else {
-        expect(r).toBe('[FAIL:NODEEXIST]');
-        await n.c.closedByServer();
-      }
-    }
+    for (const w of [w0, w1]) expect(await w.presence(1), w.id).toEqual([on('X')]);
+    expect(await holder.req(`TCP:WILL:${key}:RID:W1:holder-gone`)).toBe('[OK:WILL_SET]');
+    // From here the holder sends nothing, as a device whose link died without a FIN.
+    holder.c.answerSync = false;
+    const lastByte = Date.now();
+    // While it is within its liveness window, the ID is still its own.
+    const early = new Peer(await open(live), 'X');
+    expect(await early.req(`TCP:ID:${key}:X`)).toBe('[FAIL:NODEEXIST]');
+    await early.c.closedByServer();
+    for (const w of [w0, w1]) expect(await w.presence(1, 3000), w.id).toEqual([off('X')]);
+    // COM_CHK 0.25 s: never before two ticks of silence, and within a sweep (and scheduling slack) after.
+    const window = Date.now() - lastByte;
+    expect(window).toBeGreaterThanOrEqual(2 * 250 - 20);
+    expect(window).toBeLessThan(2 * 250 + 1000);
     await holder.c.closedByServer();
-    for (const w of [w0, w1]) expect(await w.presence(3), w.id).toEqual([on('X'), off('X'), on('X')]);
-    expect(await w1.recv(1)).toEqual(['PUSH:holder-kicked']);
+    expect(await w1.recv(1)).toEqual(['PUSH:holder-gone']);
+    expect(await w0.req(`TCP:STATUS:${key}:X`)).toMatch(/^\[OK:OFFLINE:\d+\]$/);
+    const taker = await dev(key, 'X', live);
+    for (const w of [w0, w1]) expect(await w.presence(1), w.id).toEqual([on('X')]);
     expect(await w0.req(`TCP:STATUS:${key}:X`)).toBe('[OK:ONLINE]');
     taker.c.close();
     for (const w of [w0, w1]) expect(await w.presence(1), w.id).toEqual([off('X')]);
+  });
+
+  it('an operator kick (DELETE .../devices/{id}) closes the device: OFFLINE to watchers and its will fires; 404 when not online', async () => {
+    const { key } = account(live);
+    const w = await devOnProbe(0, key, 'KW', live);
+    expect(await w.req(`TCP:WATCH:${key}:RID:KICKED`)).toBe('[OK:WATCHING]');
+    const victim = await devOnProbe(1, key, 'KICKED', live);
+    expect(await w.presence(1)).toEqual([on('KICKED')]);
+    expect(await victim.req(`TCP:WILL:${key}:RID:KW:kicked-out`)).toBe('[OK:WILL_SET]');
+    const url = `http://127.0.0.1:${live.httpPort}/api/v1/accounts/me/devices/kicked`;
+    const res = await fetch(url, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(204);
+    await victim.c.closedByServer();
+    expect(await w.presence(1)).toEqual([off('KICKED')]);
+    expect(await w.recv(1)).toEqual(['PUSH:kicked-out']);
+    const again = await fetch(url, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
+    expect(again.status).toBe(404);
+    expect(((await again.json()) as { error: string }).error).toBe('NOT_ONLINE');
   });
 
   it('a slow consumer disconnected by the server leaves its will and goes OFFLINE', async () => {

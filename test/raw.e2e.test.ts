@@ -774,7 +774,7 @@ describe('no SYNC in a RAW stream (NODE.COM_CHK = 0.3 s)', () => {
     await waitFor(() => openTotal(quick) === 0, 'the server to see every connection of the test closed');
   });
 
-  it('an idle full-duplex stream and an idle one-way stream get no SYNC, while a plain device does', async () => {
+  it('an idle full-duplex stream and an idle one-way stream get no SYNC and stay open, while a plain device misses liveness', async () => {
     const key = quick.newKey();
     const a = await device(key, 'QA', quick.port);
     const b = await device(key, 'QB', quick.port);
@@ -794,7 +794,10 @@ describe('no SYNC in a RAW stream (NODE.COM_CHK = 0.3 s)', () => {
     expect(await b.drainFor(0)).toBe('abcdef');
     expect(await a.drainFor(0)).toBe('xyzuvw');
     expect(await d.drainFor(0)).toBe('123456');
-    expect(await plain.drainFor(0)).toMatch(/^(\[SYNC:\d\d\.\d\d\.\d{4}_\d\d:\d\d:\d\d\]\r\n){3,}$/);
+    // The plain device got one SYNC, stayed silent and was closed (missed liveness); the streams live on.
+    expect(await plain.drainFor(0)).toMatch(/^\[SYNC:\d\d\.\d\d\.\d{4}_\d\d:\d\d:\d\d\]\r\n$/);
+    expect(plain.closed).toBe(true);
+    expect([a, b, c, d].map((p) => p.closed)).toEqual([false, false, false, false]);
   }, 15000);
 
   it('after the writer leaves, the device that only received gets SYNC again (§2 applies once no stream flows)', async () => {
@@ -808,7 +811,7 @@ describe('no SYNC in a RAW stream (NODE.COM_CHK = 0.3 s)', () => {
     expect(await b.drainFor(0)).toMatch(/\[SYNC:/);
   }, 15000);
 
-  it('a device left behind by a channel still misses liveness: a newcomer takes its silent ID over, as for a plain device', async () => {
+  it('a device left behind by a channel still misses liveness: it is closed and a newcomer takes its ID, as for a plain device', async () => {
     const key = quick.newKey();
     const plain = await device(key, 'TP', quick.port);
     const a = await device(key, 'TA', quick.port);
@@ -816,7 +819,7 @@ describe('no SYNC in a RAW stream (NODE.COM_CHK = 0.3 s)', () => {
     await link(a, b, key);
     await closeAndSettle(a, quick);
     await sleep(1500); // five ticks; neither TP nor TB sends anything
-    expect(plain.closed).toBe(false);
+    expect([plain.closed, b.closed]).toEqual([true, true]);
     const p2 = await Peer.open(quick.port);
     expect(await p2.request(`TCP:ID:${key}:TP`)).toBe('[OK:TP]');
     const b2 = await Peer.open(quick.port);

@@ -64,6 +64,7 @@ export class Metrics {
     counter('p2pc_cross_thread_batches_total', 'msgpackr batches posted between threads', 'batches_out');
     counter('p2pc_presence_events_total', 'PRESENCE lines sent to watchers', 'presence_events');
     counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
+    counter('p2pc_liveness_closed_total', 'registered connections closed for missing liveness', 'liveness_closed');
     counter('p2pc_held_pushes_total', 'pushes held for offline devices', 'held_pushes');
     const byLabel = (name: string, help: string, label: string, prefix: string): void => {
       new Counter({

@@ -138,6 +138,13 @@ export const OPENAPI = {
       parameters: [account],
       get: { summary: 'Devices online now', responses: { '200': ok('devices'), ...errors } },
     },
+    '/api/v1/accounts/{account}/devices/{id}': {
+      parameters: [account, id],
+      delete: {
+        summary: 'Disconnect an online device (its will fires, watchers hear OFFLINE); 404 when it is not online',
+        responses: { '204': { description: 'kicked' }, ...errors },
+      },
+    },
     '/api/v1/accounts/{account}/held': {
       parameters: [account],
       get: {

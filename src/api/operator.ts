@@ -273,6 +273,15 @@ export class OperatorApi {
       }));
       return json(200, { devices, known });
     });
+    r('DELETE', '/api/v1/accounts/{account}/devices/{id}', async (ctx) => {
+      // A server-side kick: the connection is closed, its will fires and watchers hear OFFLINE (§5a).
+      const acct = this.account(ctx);
+      const id = this.deviceId(ctx.params.id, 'id');
+      if (!(await this.supervisor.kickDevice(acct.id, id))) {
+        throw new ApiError(404, 'NOT_ONLINE', `device ${id} is not online`);
+      }
+      return noContent();
+    });
 
     r('GET', '/api/v1/accounts/{account}/held', (ctx) => {
       const acct = this.account(ctx);

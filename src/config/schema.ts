@@ -73,7 +73,7 @@ export const SCHEMA = {
       type: 'number',
       def: 300,
       min: 0.01,
-      doc: 'liveness tick in seconds: silent connections get [SYNC:...]; unregistered ones are closed at the 2nd tick',
+      doc: 'liveness tick in seconds: a connection silent for a tick gets [SYNC:...]; one without an ID is closed at its 2nd tick, a registered one silent for 2 ticks is closed (OFFLINE, will)',
     },
     DATA_CACHE: { type: 'int', def: 5, min: 0, max: 1000, doc: 'payloads remembered per connection for RETDATA' },
     LINE_IDLE_MS: {

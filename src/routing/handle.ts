@@ -5,14 +5,13 @@
 // or close bumps the generation, so a stale handle never reaches a later occupant of the slot.
 //
 // Each shard publishes, per slot, a 32-bit status word in a SharedArrayBuffer: gen << 3 | flags.
-// Any shard can read whether a handle is live (ALIVE), over its output bound (FULL) or silent past
-// liveness (STALE) without a cross-thread round trip. Only the owning shard writes its table.
+// Any shard can read whether a handle is live (ALIVE) or over its output bound (FULL) without a
+// cross-thread round trip. Only the owning shard writes its table. (Bit 4 is free.)
 
 import { MAX_SLOTS_PER_SHARD, MAX_WORKERS } from '../config/schema.ts';
 
 export const ALIVE = 1;
 export const FULL = 2;
-export const STALE = 4;
 const FLAG_BITS = 3;
 const FLAGS = 7;
 export const GEN_MASK = (1 << 28) - 1;

@@ -26,7 +26,7 @@ export const OP = {
   DIR_DEL: 7,
   /** Cumulative count of DIR_* messages applied from the receiving shard. */
   DIR_ACK: 8,
-  /** Close the connection behind a handle (its ID was taken over). */
+  /** Close the connection behind a handle (an operator kicked the device). */
   KICK: 9,
   /** Bytes of batches processed, returned to the sender for link flow control. */
   CREDIT: 10,
@@ -72,6 +72,10 @@ export const OP = {
   DEVICES_QUERY: 40,
   /** Owner shard -> supervisor: the answer, [req, count, (id, shard)...]. */
   DEVICES_RESULT: 41,
+  /** Supervisor -> owner shard: disconnect the live holder of an ID: [req, account, id]. */
+  KICK_ID: 42,
+  /** Owner shard -> supervisor: [req, 1 when a live holder was kicked, else 0]. */
+  KICK_RESULT: 43,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -169,6 +173,8 @@ export type Message =
   | [op: typeof OP.SYNC_ACK, seq: number]
   | [op: typeof OP.DEVICES_QUERY, req: number, account: number]
   | [op: typeof OP.DEVICES_RESULT, req: number, count: number, ...entries: (string | number)[]]
+  | [op: typeof OP.KICK_ID, req: number, account: number, id: string]
+  | [op: typeof OP.KICK_RESULT, req: number, kicked: number]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];
 

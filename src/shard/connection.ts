@@ -83,12 +83,10 @@ export class Connection implements FramerState {
   http = false;
   closed = false;
   readonly connectedAt: number;
+  /** When bytes last arrived (or reading resumed): liveness and the idle flush count from here. */
   lastRx: number;
-  nextTick: number;
-  ticks = 0;
-  silentTicks = 0;
-  rxSinceTick = false;
-  stale = false;
+  /** When the last `[SYNC:...]` went out (0: none yet). */
+  syncAt = 0;
   /** Since when the output has been over NODE.MAX_OUTBUF (0 = not over). */
   fullSince = 0;
   idleListed = false;
@@ -102,11 +100,10 @@ export class Connection implements FramerState {
     return handle === this.handle || handle === this.pendingHandle;
   }
 
-  constructor(socket: Socket, slot: number, now: number, tickMs: number) {
+  constructor(socket: Socket, slot: number, now: number) {
     this.socket = socket;
     this.slot = slot;
     this.connectedAt = now;
     this.lastRx = now;
-    this.nextTick = now + tickMs;
   }
 }

@@ -21,6 +21,8 @@ export class ShardMetrics {
   batchesOut = 0;
   presenceEvents = 0;
   willsFired = 0;
+  /** Registered connections closed for missing liveness (silent two ticks). */
+  livenessClosed = 0;
   heldPushes = 0;
   private readonly lag = monitorEventLoopDelay({ resolution: 20 });
 
@@ -51,6 +53,8 @@ export class ShardMetrics {
       this.presenceEvents,
       'wills_fired',
       this.willsFired,
+      'liveness_closed',
+      this.livenessClosed,
       'held_pushes',
       this.heldPushes,
       'event_loop_lag_p99',

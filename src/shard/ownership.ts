@@ -7,7 +7,7 @@
 import { planValue } from '../config/schema.ts';
 import type { FailCode } from '../protocol/codes.ts';
 import type { Account } from '../routing/account.ts';
-import { ALIVE, liveFlags, STALE, type StatusTables } from '../routing/handle.ts';
+import { ALIVE, liveFlags, type StatusTables } from '../routing/handle.ts';
 import type { PortLink } from '../runtime/link.ts';
 import { OP } from '../runtime/messages.ts';
 
@@ -27,8 +27,6 @@ export interface OwnerHost {
   readonly links: (PortLink | undefined)[];
   /** Answer a registration request (locally or through REG_RESULT). */
   answerRegistration(from: number, req: number, result: FailCode | ''): void;
-  /** Close the connection behind a handle whose ID was taken over. */
-  kick(handle: number): void;
   /** An ID came online or went offline (§5a). */
   presence(acct: Account, id: string, online: boolean): void;
   /** A registration was accepted (before it is answered): fetch its held backlog (§5 Hold). */
@@ -50,13 +48,11 @@ export class Ownership {
     const host = this.host;
     const cur = acct.devices.get(id);
     if (cur !== undefined && cur !== handle) {
-      const flags = liveFlags(host.status, cur);
-      if (flags & ALIVE) {
-        if (!(flags & STALE)) {
-          host.answerRegistration(from, req, 'NODEEXIST');
-          return;
-        }
-        host.kick(cur); // the holder missed liveness: the newcomer takes the ID over
+      // §4: a live holder keeps its ID. One whose socket failed or that missed liveness is closed, so its
+      // ALIVE flag is already clear: the newcomer takes the ID over.
+      if (liveFlags(host.status, cur) & ALIVE) {
+        host.answerRegistration(from, req, 'NODEEXIST');
+        return;
       }
     } else if (cur === undefined && acct.devices.size >= planValue(host.maxNode, acct.level)) {
       host.answerRegistration(from, req, 'QUOTA');

@@ -30,7 +30,6 @@ import {
   endRegistration,
   FULL,
   isLive,
-  STALE,
   type StatusTables,
   setFlag,
   shardOf,
@@ -261,7 +260,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     Atomics.add(this.counters, COUNTER_OPEN + this.index, 1);
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.conns.length;
-    const conn = new Connection(socket, slot, Date.now(), this.tickMs);
+    const conn = new Connection(socket, slot, Date.now());
     conn.encrypted = encrypted;
     this.conns[slot] = conn;
     socket.on('data', (buf: Buffer) => this.onData(conn, buf));
@@ -328,12 +327,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const now = Date.now();
     this.metrics.bytesIn += buf.length;
     conn.lastRx = now;
-    conn.rxSinceTick = true;
-    conn.silentTicks = 0;
-    if (conn.stale) {
-      conn.stale = false;
-      if (conn.handle !== 0) clearFlag(this.table, conn.slot, STALE);
-    }
     const raw = conn.raw;
     if (raw !== null && raw.out !== 0) {
       rawWrite(this, conn, raw, buf); // §7: a linked writer's bytes are not parsed
@@ -698,7 +691,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     const conn = this.conns[slotOf(handle)];
     if (conn !== undefined && conn.handle === handle) {
-      this.log.debug({ id: conn.id }, 'ID taken over from a connection that missed liveness');
+      this.log.info({ id: conn.id }, 'device kicked by the operator');
       conn.socket.destroy();
     }
   }
@@ -1030,6 +1023,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private sweep(): void {
     const now = Date.now();
+    const tick = this.tickMs;
     if (this.config.PServer.MAX_RSS_MB > 0) this.rss = process.memoryUsage.rss();
     const conns = this.conns;
     for (let i = 0; i < conns.length; i++) {
@@ -1039,23 +1033,26 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         conn.socket.destroy();
         continue;
       }
-      if (now >= conn.nextTick) {
-        conn.nextTick = now + this.tickMs;
-        conn.ticks++;
-        if (conn.handle === 0 && conn.pendingHandle === 0 && conn.ticks >= 2) {
-          conn.socket.destroy();
-          continue;
-        }
-        const streaming = conn.raw !== null && (conn.raw.in !== 0 || conn.raw.out !== 0);
-        if (!conn.rxSinceTick && !streaming) {
-          // §7: no SYNC line is ever injected into a RAW stream.
-          this.send(conn, syncLine(new Date(now)));
-          if (conn.handle !== 0 && ++conn.silentTicks >= 2 && !conn.stale) {
-            conn.stale = true;
-            setFlag(this.table, conn.slot, STALE);
+      // §2 liveness: a connection silent for a tick gets [SYNC:...], again every tick while it stays silent. One
+      // still without an ID at its second tick is closed; a registered one silent for two ticks (it let a SYNC go
+      // unanswered for a whole tick) missed liveness: it is closed, which reports it OFFLINE and fires its will.
+      // A connection the server stopped reading, or a RAW stream (§7: no SYNC ever goes into it), is exempt.
+      if (conn.handle === 0 && conn.pendingHandle === 0 && now - conn.connectedAt >= 2 * tick) {
+        conn.socket.destroy();
+        continue;
+      }
+      if (conn.pauses === 0 && (conn.raw === null || (conn.raw.in === 0 && conn.raw.out === 0))) {
+        const quiet = now - Math.max(conn.syncAt, conn.lastRx);
+        if (quiet >= tick) {
+          if (conn.handle !== 0 && now - conn.lastRx >= 2 * tick) {
+            this.metrics.livenessClosed++;
+            this.log.debug({ id: conn.id }, 'missed liveness: connection closed');
+            conn.socket.destroy();
+            continue;
           }
+          conn.syncAt = now;
+          this.send(conn, syncLine(new Date(now)));
         }
-        conn.rxSinceTick = false;
       }
       if (conn.fullSince !== 0 && now - conn.fullSince >= this.deadlineMs) {
         if (conn.outBytes + conn.socket.writableLength > this.maxOut) {
@@ -1330,6 +1327,15 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.DEVICES_QUERY: {
           const req = ops[i++] as number;
           this.answerDevices(req, ops[i++] as number);
+          break;
+        }
+        case OP.KICK_ID: {
+          const req = ops[i++] as number;
+          const handle = this.accounts.find(ops[i++] as number)?.devices.get(ops[i++] as string);
+          const live = handle !== undefined && isLive(this.status, handle);
+          if (live) this.kick(handle);
+          this.control.ops.push(OP.KICK_RESULT, req, live ? 1 : 0);
+          this.scheduleFlush();
           break;
         }
         case OP.METRICS_QUERY: {

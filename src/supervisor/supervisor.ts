@@ -63,6 +63,7 @@ export class Supervisor {
   private readonly heldKeys = new Set<string>();
   private purgeTimer: NodeJS.Timeout | null = null;
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
+  private readonly kickQueries = new Map<number, (kicked: boolean) => void>();
 
   constructor(config: Config, store: Store, log: Logger, shardCount: number) {
     this.config = config;
@@ -333,6 +334,12 @@ export class Supervisor {
           this.deviceQueries.delete(req);
           break;
         }
+        case OP.KICK_RESULT: {
+          const req = ops[i++] as number;
+          this.kickQueries.get(req)?.(ops[i++] === 1);
+          this.kickQueries.delete(req);
+          break;
+        }
         case OP.CREDIT:
           i++;
           break;
@@ -522,6 +529,22 @@ export class Supervisor {
     return new Promise((resolve) => {
       this.deviceQueries.set(req, resolve);
       link.ops.push(OP.DEVICES_QUERY, req, accountId);
+      link.flush();
+    });
+  }
+
+  /**
+   * Disconnects the live holder of an ID (its will fires, watchers hear OFFLINE). False when the ID is not
+   * online (or its owner shard is down).
+   */
+  kickDevice(accountId: number, id: string): Promise<boolean> {
+    const owner = this.shards[accountId % this.shardCount]!;
+    if (!owner.control) return Promise.resolve(false);
+    const req = ++this.querySeq;
+    const link = owner.control;
+    return new Promise((resolve) => {
+      this.kickQueries.set(req, resolve);
+      link.ops.push(OP.KICK_ID, req, accountId, id);
       link.flush();
     });
   }

@@ -7,13 +7,17 @@ export class TestClient {
   /** Everything received and not yet consumed, as latin1 text. */
   buffer = '';
   closed = false;
+  /** When set, every chunk holding a `[SYNC:` line is answered with an empty line, as a live device would. */
+  answerSync = false;
   private waiters: (() => void)[] = [];
 
   private constructor(socket: Socket) {
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on('data', (b: Buffer) => {
-      this.buffer += b.toString('latin1');
+      const text = b.toString('latin1');
+      this.buffer += text;
+      if (this.answerSync && text.includes('[SYNC:')) socket.write('\r\n');
       this.wake();
     });
     socket.on('close', () => {
