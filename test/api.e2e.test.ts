@@ -689,7 +689,7 @@ describe('malformed requests and routing', () => {
 
   it('unknown routes → 404 NOT_FOUND; a known route with a wrong method → 405 METHOD_NOT_ALLOWED', async () => {
     const a = await account();
-    for (const path of ['/', '/api', '/api/v1', '/api/v2/accounts', '/api/v1/nope', `${a.path}/tree/extra/deep`]) {
+    for (const path of ['/api', '/api/v1', '/api/v2/accounts', '/api/v1/nope', `${a.path}/tree/extra/deep`]) {
       expectError(await call('GET', path), 404, 'NOT_FOUND');
     }
     expectError(await call('POST', '/NOT_LEGACY?KEY=x'), 404, 'NOT_FOUND');

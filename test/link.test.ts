@@ -46,8 +46,9 @@ describe('PortLink', () => {
     a.ops.push(OP.DELIVER, 99, 'x');
     a.lastHandle = 99;
     a.lastData = 2;
+    a.lastRun = 1;
     a.flush();
-    expect([a.lastHandle, a.lastData]).toEqual([0, -1]);
+    expect([a.lastHandle, a.lastData, a.lastRun]).toEqual([0, -1, 0]);
     a.ops.push(OP.REG_RESULT, 5, '');
     // What ShardActor.deliverRemote checks before joining a delivery onto the previous one:
     expect(a.lastHandle === 99 && a.lastData === a.ops.length - 1).toBe(false);

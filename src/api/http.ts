@@ -50,6 +50,16 @@ export function readRequest(req: IncomingMessage, res: ServerResponse, maxBody: 
 
 export function writeResponse(res: ServerResponse, r: ApiResponse): void {
   if (res.headersSent) return;
+  if (r.stream !== undefined) {
+    res.writeHead(r.status, r.headers);
+    res.flushHeaders();
+    const stop = r.stream({
+      write: (t) => void res.write(t),
+      congested: () => res.writableNeedDrain,
+    });
+    res.once('close', stop);
+    return;
+  }
   res.writeHead(r.status, { ...r.headers, 'content-length': Buffer.byteLength(r.body) });
   res.end(r.body);
 }
@@ -63,6 +73,7 @@ export function startHttp(
   const server = createServer(async (req, res) => {
     const r = await readRequest(req, res, opts.maxBody);
     if (r === null) return;
+    r.streaming = true;
     try {
       writeResponse(res, await handler(r));
     } catch (err) {

@@ -138,6 +138,40 @@ export const OPENAPI = {
       parameters: [account],
       get: { summary: 'Devices online now', responses: { '200': ok('devices'), ...errors } },
     },
+    '/api/v1/accounts/{account}/stats': {
+      parameters: [account],
+      get: {
+        summary:
+          'Devices (online, last seen, PUSH commands sent and messages received per live connection), held messages, recent outbox',
+        responses: { '200': ok('state'), ...errors },
+      },
+    },
+    '/api/v1/accounts/{account}/events': {
+      parameters: [account],
+      get: {
+        summary:
+          'Server-sent events for the console (HTTP port only): `topology` on open and after each change; `state` (as /stats) on open, ' +
+          'right after a device registers or leaves, and every second. At most HTTP.MAX_STREAMS at once (503).',
+        responses: {
+          '200': { description: 'text/event-stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          '503': { description: 'too many streams', content: { 'application/json': { schema: error } } },
+          ...errors,
+        },
+      },
+    },
+    '/api/v1/accounts/{account}/push': {
+      parameters: [account],
+      post: {
+        summary:
+          'Test push: PUSH:<data> to each listed device; offline ones are held when the plan holds. Answers total, delivered, held, offline',
+        requestBody: body({
+          type: 'object',
+          required: ['ids', 'data'],
+          properties: { ids: { type: 'array', items: { type: 'string' } }, data: { type: 'string' } },
+        }),
+        responses: { '200': ok('result'), ...errors },
+      },
+    },
     '/api/v1/accounts/{account}/devices/{id}': {
       parameters: [account, id],
       delete: {

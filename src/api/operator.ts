@@ -13,6 +13,7 @@ import { bytesToText } from '../services/outbox.ts';
 import type { AccountRecord, Store } from '../store/store.ts';
 import { StoreError } from '../store/store.ts';
 import type { Supervisor } from '../supervisor/supervisor.ts';
+import { ConsoleAssets, ConsoleStreams, stateJson } from './console.ts';
 import { handleLegacy, isLegacyPath } from './legacy.ts';
 import { Metrics } from './metrics.ts';
 import { OPENAPI } from './openapi.ts';
@@ -58,6 +59,8 @@ export class OperatorApi {
   readonly log: Logger;
   private readonly routes: Route[] = [];
   readonly metrics: Metrics;
+  private readonly assets = new ConsoleAssets();
+  readonly streams: ConsoleStreams;
   /** The port the HTTP API really listens on (HTTP.PORT may be 0), for links in mails. */
   httpPort = 0;
 
@@ -67,6 +70,7 @@ export class OperatorApi {
     this.config = config;
     this.log = log;
     this.metrics = new Metrics(supervisor, store);
+    this.streams = new ConsoleStreams(this);
     this.defineRoutes();
   }
 
@@ -74,6 +78,10 @@ export class OperatorApi {
     try {
       const url = new URL(req.url, 'http://localhost');
       if (req.method === 'GET' && isLegacyPath(url.pathname)) return await handleLegacy(this, url);
+      if (req.method === 'GET') {
+        const asset = this.assets.serve(url.pathname);
+        if (asset !== null) return asset;
+      }
       for (const route of this.routes) {
         const m = route.pattern.exec(url.pathname);
         if (!m) continue;
@@ -272,6 +280,30 @@ export class OperatorApi {
         lastSeen: Math.floor(d.lastSeen / 1000),
       }));
       return json(200, { devices, known });
+    });
+    r('GET', '/api/v1/accounts/{account}/stats', async (ctx) => json(200, await stateJson(this, this.account(ctx).id)));
+    r('GET', '/api/v1/accounts/{account}/events', (ctx) => {
+      const acct = this.account(ctx);
+      if (ctx.req.streaming !== true) {
+        throw new ApiError(400, 'STREAM_UNSUPPORTED', 'event streams are served on the HTTP port (HTTP.PORT) only');
+      }
+      return this.streams.stream(acct);
+    });
+    r('POST', '/api/v1/accounts/{account}/push', async (ctx) => {
+      // An operator's test push: PUSH:<data> to each listed device, as the console's "test push" sends it.
+      const acct = this.account(ctx);
+      const b = ctx.body();
+      const data = str(b, 'data');
+      if (/[\r\n]/.test(data) || data.length > this.config.NODE.MAX_LINE) {
+        throw new ApiError(400, 'INVALID_FIELD', `"data" must be one line of at most NODE.MAX_LINE bytes`, 'data');
+      }
+      const list = b.ids;
+      if (!Array.isArray(list) || list.length === 0 || list.length > this.config.NODE.MAX_FANOUT) {
+        throw new ApiError(400, 'INVALID_FIELD', '"ids" must be a non-empty array of device IDs', 'ids');
+      }
+      const ids = [...new Set(list.map((v) => this.deviceId(v, 'ids')))];
+      const { delivered, held } = await this.supervisor.operatorPush(acct.id, ids, data);
+      return json(200, { total: ids.length, delivered, held, offline: ids.length - delivered - held });
     });
     r('DELETE', '/api/v1/accounts/{account}/devices/{id}', async (ctx) => {
       // A server-side kick: the connection is closed, its will fires and watchers hear OFFLINE (§5a).

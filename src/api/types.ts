@@ -8,12 +8,23 @@ export interface ApiRequest {
   /** Lower-case header names. */
   headers: Record<string, string | undefined>;
   body: string;
+  /** Set by the HTTP port's adapter: the response may be a stream (the device-port relay cannot carry one). */
+  streaming?: boolean;
+}
+
+/** Where a streamed response writes. */
+export interface EventSink {
+  write(text: string): void;
+  /** True while the client has not taken what was written (skip optional output). */
+  congested(): boolean;
 }
 
 export interface ApiResponse {
   status: number;
   headers: Record<string, string>;
   body: string;
+  /** A streamed response (HTTP port only): started after the head; returns what to do when the client leaves. */
+  stream?: (sink: EventSink) => () => void;
 }
 
 export function json(status: number, value: unknown): ApiResponse {

@@ -195,6 +195,13 @@ export const SCHEMA = {
       doc: 'bearer token for admin calls (empty = admin calls disabled; use 32+ random characters)',
     },
     MAX_BODY: { type: 'int', def: 1048576, min: 1024, doc: 'largest request body in bytes' },
+    MAX_STREAMS: {
+      type: 'int',
+      def: 64,
+      min: 0,
+      max: 10000,
+      doc: 'live console event streams open at once (more get 503)',
+    },
     SIGNUP_TTL: {
       type: 'int',
       def: 86400,

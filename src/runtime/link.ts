@@ -51,9 +51,13 @@ export class PortLink {
   dirAckDue = false;
   /** RAW chunks to send after this turn's batch: [to, from, Buffer] triples. */
   raw: unknown[] = [];
-  /** The handle of the last DELIVER queued and the index of its data in `ops` (delivery coalescing). */
+  /**
+   * Delivery coalescing: the handle of the last DELIVER queued, the index of its data in `ops`, and how many
+   * messages that op carries (1: a DELIVER; more: it became a DELIVER_N).
+   */
   lastHandle = 0;
   lastData = -1;
+  lastRun = 0;
 
   constructor(peer: number, port: MessagePort, limit: number, onBatch: BatchHandler, onPort?: PortHandler) {
     this.peer = peer;
@@ -110,6 +114,7 @@ export class PortLink {
     // A new batch: the last DELIVER (coalescing target) belongs to the batch being sent.
     this.lastHandle = 0;
     this.lastData = -1;
+    this.lastRun = 0;
     if (this.ops.length > 0) {
       const bytes = encodeBatch(this.ops);
       this.ops = [];

@@ -14,6 +14,8 @@ export const OP = {
   DELIVER: 1,
   /** One payload to several handles on the receiving shard. */
   DELIVER_MANY: 2,
+  /** Consecutive deliveries to one handle coalesced: [handle, count, lines joined by CRLF "PUSH:"]. */
+  DELIVER_N: 16,
   /** Registration request to the account's owner shard. */
   REG: 3,
   /** Owner's answer to REG: '' for success or a FailCode. */
@@ -73,9 +75,17 @@ export const OP = {
   /** Owner shard -> supervisor: the answer, [req, count, (id, shard)...]. */
   DEVICES_RESULT: 41,
   /** Supervisor -> owner shard: disconnect the live holder of an ID: [req, account, id]. */
-  KICK_ID: 42,
+  KICK_ID: 57,
   /** Owner shard -> supervisor: [req, 1 when a live holder was kicked, else 0]. */
-  KICK_RESULT: 43,
+  KICK_RESULT: 58,
+  /** Supervisor -> owner shard: an operator's test push to IDs: [req, account, data, count, ...ids]. */
+  API_PUSH: 59,
+  /** Owner shard -> supervisor: [req, delivered, count, ...IDs routed to the hold]. */
+  API_PUSH_RESULT: 60,
+  /** Supervisor -> every shard: per-device counters of an account's connections there: [req, account]. */
+  ACCOUNT_STATS: 61,
+  /** Shard -> supervisor: [req, count, (id, sent, received, connectedAt)...]. */
+  ACCOUNT_STATS_RESULT: 62,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -116,6 +126,7 @@ export type Op = (typeof OP)[keyof typeof OP];
 /** Field layouts, in wire order (documentation and type checks for encoders). */
 export type Message =
   | [op: typeof OP.DELIVER, handle: number, data: string]
+  | [op: typeof OP.DELIVER_N, handle: number, count: number, data: string]
   | [op: typeof OP.DELIVER_MANY, data: string, count: number, ...handles: number[]]
   | [op: typeof OP.REG, req: number, account: number, id: string, handle: number]
   | [op: typeof OP.REG_RESULT, req: number, result: FailCode | '']
@@ -175,6 +186,10 @@ export type Message =
   | [op: typeof OP.DEVICES_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.KICK_ID, req: number, account: number, id: string]
   | [op: typeof OP.KICK_RESULT, req: number, kicked: number]
+  | [op: typeof OP.API_PUSH, req: number, account: number, data: string, count: number, ...ids: string[]]
+  | [op: typeof OP.API_PUSH_RESULT, req: number, delivered: number, count: number, ...held: string[]]
+  | [op: typeof OP.ACCOUNT_STATS, req: number, account: number]
+  | [op: typeof OP.ACCOUNT_STATS_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];
 

@@ -87,6 +87,9 @@ export class Connection implements FramerState {
   lastRx: number;
   /** When the last `[SYNC:...]` went out (0: none yet). */
   syncAt = 0;
+  /** PUSH commands executed from this connection, and messages delivered to it (operator console). */
+  sent = 0;
+  received = 0;
   /** Since when the output has been over NODE.MAX_OUTBUF (0 = not over). */
   fullSince = 0;
   idleListed = false;

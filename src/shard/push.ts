@@ -56,6 +56,7 @@ export function cmdPush(
   if (target === TARGET.RAW) return rawOpen(shard, conn, acct.devices.get(canonicalId(name)));
   if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
   shard.metrics.pushes[target]!++;
+  conn.sent++;
   remember(shard, conn, data);
   const me = conn.id!;
   const topo = acct.topology;

@@ -30,6 +30,7 @@ import {
   endRegistration,
   FULL,
   isLive,
+  liveFlags,
   type StatusTables,
   setFlag,
   shardOf,
@@ -865,6 +866,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.backlogToken = -1;
       let text = '';
       for (const d of data) text += `PUSH:${d}\r\n`;
+      conn.received += data.length;
       this.resolveReply(conn, token, text);
       return;
     }
@@ -888,6 +890,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     // A device receiving a RAW stream takes no messages into it (§7: the channel is transparent).
     if (!this.hasRoom(conn) || (conn.raw !== null && conn.raw.in !== 0)) return false;
     this.metrics.deliveries++;
+    conn.received++;
     this.send(conn, line);
     return true;
   }
@@ -896,11 +899,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    * A delivery promised by another shard (the FULL flag it read was clear): always queued. The overshoot
    * is bounded by the link's in-flight limit; the flush then sets FULL if the socket cannot take it.
    */
-  acceptRemote(handle: number, line: string): void {
+  acceptRemote(handle: number, line: string, messages: number): void {
     const conn = this.conns[slotOf(handle)];
     if (conn === undefined || !conn.holds(handle) || conn.closed) return;
     if (conn.raw !== null && conn.raw.in !== 0) return; // receiving a RAW stream: nothing is injected
-    this.metrics.deliveries++;
+    this.metrics.deliveries += messages;
+    conn.received += messages;
     this.send(conn, line);
   }
 
@@ -985,12 +989,25 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const ops = link.ops;
     // Consecutive deliveries to one handle travel as one op: the receiver adds the first "PUSH:" and the
     // last CRLF, the lines in between are joined here.
-    if (link.lastHandle === handle && link.lastData === ops.length - 1) {
-      ops[link.lastData] = `${ops[link.lastData] as string}\r\nPUSH:${data}`;
+    const d = link.lastData;
+    if (link.lastHandle === handle && d === ops.length - 1) {
+      const joined = `${ops[d] as string}\r\nPUSH:${data}`;
+      if (link.lastRun === 1) {
+        // [DELIVER, handle, data] becomes [DELIVER_N, handle, 2, joined]: the op is the last one, so it grows in place.
+        ops[d - 2] = OP.DELIVER_N;
+        ops[d] = 2;
+        ops.push(joined);
+        link.lastData = d + 1;
+      } else {
+        ops[d - 1] = link.lastRun + 1;
+        ops[d] = joined;
+      }
+      link.lastRun++;
     } else {
       ops.push(OP.DELIVER, handle, data);
       link.lastHandle = handle;
       link.lastData = ops.length - 1;
+      link.lastRun = 1;
     }
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
@@ -1110,13 +1127,19 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       switch (op) {
         case OP.DELIVER: {
           const handle = ops[i++] as number;
-          this.acceptRemote(handle, `PUSH:${ops[i++] as string}\r\n`);
+          this.acceptRemote(handle, `PUSH:${ops[i++] as string}\r\n`, 1);
+          break;
+        }
+        case OP.DELIVER_N: {
+          const handle = ops[i++] as number;
+          const count = ops[i++] as number;
+          this.acceptRemote(handle, `PUSH:${ops[i++] as string}\r\n`, count);
           break;
         }
         case OP.DELIVER_MANY: {
           const line = `PUSH:${ops[i++] as string}\r\n`;
           const count = ops[i++] as number;
-          for (let k = 0; k < count; k++) this.acceptRemote(ops[i++] as number, line);
+          for (let k = 0; k < count; k++) this.acceptRemote(ops[i++] as number, line, 1);
           break;
         }
         case OP.REG: {
@@ -1329,6 +1352,20 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           this.answerDevices(req, ops[i++] as number);
           break;
         }
+        case OP.API_PUSH: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const data = ops[i++] as string;
+          const count = ops[i++] as number;
+          this.operatorPush(req, accountId, data, ops.slice(i, i + count) as string[]);
+          i += count;
+          break;
+        }
+        case OP.ACCOUNT_STATS: {
+          const req = ops[i++] as number;
+          this.answerAccountStats(req, ops[i++] as number);
+          break;
+        }
         case OP.KICK_ID: {
           const req = ops[i++] as number;
           const handle = this.accounts.find(ops[i++] as number)?.devices.get(ops[i++] as string);
@@ -1375,6 +1412,48 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       }
     }
     this.control.ops.push(OP.DEVICES_RESULT, req, out.length / 2, ...out);
+    this.scheduleFlush();
+  }
+
+  /**
+   * On the owner shard: an operator's test push (console, API) to IDs: delivered to each live one, routed to
+   * the hold for offline ones when the plan holds. Answers [delivered, count, ...IDs routed to the hold].
+   */
+  private operatorPush(req: number, accountId: number, data: string, ids: string[]): void {
+    const acct = this.accounts.find(accountId);
+    let delivered = 0;
+    const held: string[] = [];
+    if (acct !== undefined) {
+      const holding = this.holdAllowed(acct);
+      for (const id of ids) {
+        const handle = acct.devices.get(id);
+        if (handle !== undefined && isLive(this.status, handle)) {
+          const target = shardOf(handle);
+          if (target === this.index) {
+            const conn = this.conns[slotOf(handle)];
+            if (conn?.holds(handle) && !conn.closed && this.deliverLocal(conn, `PUSH:${data}\r\n`)) delivered++;
+          } else if (this.links[target] !== undefined && !(liveFlags(this.status, handle) & FULL)) {
+            this.links[target].ops.push(OP.DELIVER, handle, data);
+            delivered++;
+          }
+        } else if (holding) {
+          this.routeHold(this.index, 0, acct, id, data);
+          held.push(id);
+        }
+      }
+    }
+    this.control.ops.push(OP.API_PUSH_RESULT, req, delivered, held.length, ...held);
+    this.scheduleFlush();
+  }
+
+  /** Per-device counters of an account's registered connections on this shard (operator console). */
+  private answerAccountStats(req: number, accountId: number): void {
+    const out: (string | number)[] = [];
+    for (const conn of this.conns) {
+      if (conn === undefined || conn.handle === 0 || conn.account?.id !== accountId || conn.id === null) continue;
+      out.push(conn.id, conn.sent, conn.received, conn.connectedAt);
+    }
+    this.control.ops.push(OP.ACCOUNT_STATS_RESULT, req, out.length / 4, ...out);
     this.scheduleFlush();
   }
 

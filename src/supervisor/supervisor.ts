@@ -34,6 +34,19 @@ interface ShardSlot {
   crashes: number[];
 }
 
+/** Live counters of one registered connection (operator console). */
+export interface DeviceStats {
+  id: string;
+  /** PUSH commands it executed. */
+  sent: number;
+  /** Messages delivered to it. */
+  received: number;
+  /** When its connection was accepted (epoch ms). */
+  connectedAt: number;
+}
+
+export type AccountEvent = 'presence' | 'topology';
+
 export class Supervisor {
   readonly config: Config;
   readonly store: Store;
@@ -64,6 +77,10 @@ export class Supervisor {
   private purgeTimer: NodeJS.Timeout | null = null;
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
   private readonly kickQueries = new Map<number, (kicked: boolean) => void>();
+  private readonly pushQueries = new Map<number, (delivered: number, held: string[]) => void>();
+  private readonly statsWaits = new Map<number, (shard: number, list: DeviceStats[]) => void>();
+  /** Listeners of account events (the operator console's live streams), by account. */
+  private readonly accountListeners = new Map<number, Set<(kind: AccountEvent) => void>>();
 
   constructor(config: Config, store: Store, log: Logger, shardCount: number) {
     this.config = config;
@@ -282,6 +299,32 @@ export class Supervisor {
         case OP.SEEN: {
           const accountId = ops[i++] as number;
           seen.push({ accountId, id: ops[i++] as string });
+          this.notify(accountId, 'presence');
+          break;
+        }
+        case OP.API_PUSH_RESULT: {
+          const req = ops[i++] as number;
+          const delivered = ops[i++] as number;
+          const count = ops[i++] as number;
+          const held = ops.slice(i, i + count) as string[];
+          i += count;
+          this.pushQueries.get(req)?.(delivered, held);
+          this.pushQueries.delete(req);
+          break;
+        }
+        case OP.ACCOUNT_STATS_RESULT: {
+          const req = ops[i++] as number;
+          const count = ops[i++] as number;
+          const list: DeviceStats[] = [];
+          for (let k = 0; k < count; k++) {
+            list.push({
+              id: ops[i++] as string,
+              sent: ops[i++] as number,
+              received: ops[i++] as number,
+              connectedAt: ops[i++] as number,
+            });
+          }
+          this.statsWaits.get(req)?.(index, list);
           break;
         }
         case OP.OUTBOX_SUBMIT: {
@@ -481,6 +524,71 @@ export class Supervisor {
     for (const c of list) ops.push(OP.TOPOLOGY, acct.id, ...encodeChange(c));
     this.broadcast(ops);
     await this.barrier();
+    this.notify(acct.id, 'topology');
+  }
+
+  /** Calls `fn` when a device of the account registers or leaves, or its topology changes. Returns the unsubscribe. */
+  onAccountEvent(accountId: number, fn: (kind: AccountEvent) => void): () => void {
+    let set = this.accountListeners.get(accountId);
+    if (set === undefined) {
+      set = new Set();
+      this.accountListeners.set(accountId, set);
+    }
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) this.accountListeners.delete(accountId);
+    };
+  }
+
+  private notify(accountId: number, kind: AccountEvent): void {
+    const set = this.accountListeners.get(accountId);
+    if (set === undefined) return;
+    for (const fn of set) fn(kind);
+  }
+
+  /**
+   * An operator's test push: PUSH:<data> to each ID, as the owner shard sees them. Offline IDs the account's
+   * plan holds for (and that registered before) are held; the rest are counted offline.
+   */
+  operatorPush(accountId: number, ids: readonly string[], data: string): Promise<{ delivered: number; held: number }> {
+    const owner = this.shards[accountId % this.shardCount]!;
+    if (!owner.control) return Promise.resolve({ delivered: 0, held: 0 });
+    const req = ++this.querySeq;
+    const link = owner.control;
+    return new Promise((resolve) => {
+      this.pushQueries.set(req, (delivered, held) =>
+        resolve({ delivered, held: held.filter((id) => this.isKnownDevice(accountId, id)).length }),
+      );
+      link.ops.push(OP.API_PUSH, req, accountId, data, ids.length, ...ids);
+      link.flush();
+    });
+  }
+
+  /** Per-device counters of an account's live connections, from every shard (one that does not answer in 1 s is left out). */
+  accountStats(accountId: number): Promise<DeviceStats[]> {
+    const req = ++this.querySeq;
+    const out: DeviceStats[] = [];
+    let pending = 0;
+    for (const slot of this.shards) {
+      if (!slot.control) continue;
+      pending++;
+      slot.control.ops.push(OP.ACCOUNT_STATS, req, accountId);
+      slot.control.flush();
+    }
+    if (pending === 0) return Promise.resolve(out);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.statsWaits.delete(req);
+        clearTimeout(timer);
+        resolve(out);
+      };
+      const timer = setTimeout(done, 1000);
+      this.statsWaits.set(req, (_shard, list) => {
+        for (const d of list) out.push(d);
+        if (--pending === 0) done();
+      });
+    });
   }
 
   /** Open device connections on each shard (the shared counters the shards keep). */
