@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { countLines, openSocket, PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
+import { presenceBench } from './presence.ts';
 import { rawBench } from './raw.ts';
 import { ADMIN, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
 
@@ -254,6 +255,7 @@ async function endToEnd(): Promise<string> {
     'topology change applied on every shard, 10,000 live devices: move subtree / re-point alias / router member (ms)':
       [],
     'held pushes/s (durable before each [OK:DATA_HELD]) / backlog of 10,000 delivered on reconnect (msgs/s)': [],
+    'presence events/s to 1,000 watchers (8 devices flapping) / broker CPU per event (µs)': [],
     'RAW channel one-way MB/s: same shard / across shards / direct Node socket pipe (ratio to the pipe)': [],
     'RAW channel 64 B ping-pong median µs: same shard / across shards / direct Node socket pipe': [],
   };
@@ -282,6 +284,7 @@ async function endToEnd(): Promise<string> {
       const ro = await topoFanout(s, 'RO');
       const change = await topoChange(s);
       const hold = await holdBench(s);
+      const presence = await presenceBench(s, (await newAccount(s)).key);
       const raw = await rawBench(s);
       const pr = p.map((x) => x.perSecond);
       const fr = f.map((x) => x.perSecond);
@@ -299,9 +302,10 @@ async function endToEnd(): Promise<string> {
       const vsPipe = (mbs: number): string =>
         Number.isNaN(mbs) ? '—' : `${fmtInt(mbs)} (${Math.round((100 * mbs) / raw.direct)} %)`;
       cols[9]!.push(`${fmtInt(hold.held)} / ${fmtInt(hold.backlog)}`);
-      cols[10]!.push(`${vsPipe(raw.oneWaySame)} / ${vsPipe(raw.oneWayCross)} / ${fmtInt(raw.direct)}`);
+      cols[10]!.push(`${fmtInt(presence.perSecond)} / ${presence.cpu.toFixed(2)}`);
+      cols[11]!.push(`${vsPipe(raw.oneWaySame)} / ${vsPipe(raw.oneWayCross)} / ${fmtInt(raw.direct)}`);
       const us = (x: number): string => (Number.isNaN(x) ? '—' : fmtInt(x));
-      cols[11]!.push(`${us(raw.rttSame)} / ${us(raw.rttCross)} / ${us(raw.rttDirect)}`);
+      cols[12]!.push(`${us(raw.rttSame)} / ${us(raw.rttCross)} / ${us(raw.rttDirect)}`);
       process.stderr.write(`workers=${workers} done\n`);
     } finally {
       await stopServer(s);
