@@ -646,8 +646,14 @@ function call(port: number, method: string, path: string, auth: string | null, b
     const req = httpRequest({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
+      // An event stream never ends: its first events (the console's topology and state) are what is checked.
+      const stream = (res.headers['content-type'] ?? '').startsWith('text/event-stream');
       res.on('data', (d: string) => {
         text += d;
+        if (stream && text.includes('event: state')) {
+          resolve({ status: res.statusCode ?? 0, body: undefined, text });
+          req.destroy();
+        }
       });
       res.on('end', () => {
         let parsed: unknown;
