@@ -837,3 +837,31 @@ describe('no SYNC in a RAW stream (NODE.COM_CHK = 0.3 s)', () => {
     expect(await c.drainFor(0)).toMatch(/\[SYNC:/);
   }, 15000);
 });
+
+// ------------------------------------------------------------------ order against replies decided elsewhere
+
+describe('stream bytes never overtake what the reader is owed', () => {
+  it('a reader waiting for a STATUS reply from the supervisor gets that reply and PUSHRAW: before any stream byte', async () => {
+    const key = srv.newKey();
+    const ghost = await device(key, 'GHOST');
+    await closeAndSettle(ghost, srv);
+    for (let i = 0; i < 30; i++) {
+      const a = await device(key, `OA${i}`);
+      const b = await device(key, `OB${i}`);
+      // STATUS of an offline ID is answered by the supervisor (a reply decided on another thread); the RAW
+      // open and its first bytes race it.
+      b.write(`TCP:STATUS:${key}:GHOST\r\n`);
+      a.write(`TCP:PUSH:${key}:RAW:OB${i}\r\nRAWDATA`);
+      await b.until(
+        () => ['RAWDATA', '[OK:OFFLINE:', 'PUSHRAW:'].every((x) => b.text.includes(x)),
+        5000,
+        'the reply, PUSHRAW: and the stream',
+      );
+      const got = await b.drainFor(20);
+      expect(got.indexOf('RAWDATA'), JSON.stringify(got)).toBe(got.length - 'RAWDATA'.length);
+      expect(got).toMatch(/^(\[OK:OFFLINE:\d+\]\r\nPUSHRAW:\r\n|PUSHRAW:\r\n\[OK:OFFLINE:\d+\]\r\n)RAWDATA$/);
+      a.close();
+      b.close();
+    }
+  });
+});

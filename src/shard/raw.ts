@@ -99,6 +99,11 @@ export function rawWrite(shard: ShardActor, conn: Connection, raw: RawLink, buf:
   const peer = raw.outLocal;
   if (peer !== null) {
     if (peer.closed) return;
+    if (peer.slots !== null) {
+      // The reader is owed a reply another thread decides (and PUSHRAW: waits behind it): the stream waits too.
+      shard.send(peer, buf.toString('latin1'));
+      return;
+    }
     shard.flushNow(peer); // queued text (PUSHRAW:) goes first
     if (!peer.socket.write(buf)) {
       shard.pause(conn, PAUSE.RAW);
@@ -127,6 +132,12 @@ export function rawChunk(shard: ShardActor, readerHandle: number, writerHandle: 
   const peer = shard.conns[slotOf(readerHandle)];
   if (peer === undefined || peer.handle !== readerHandle || peer.closed || peer.raw?.in !== writerHandle) {
     ack(); // the reader is gone: the writer learns through RAW_CLOSE; keep its window moving
+    return;
+  }
+  if (peer.slots !== null) {
+    // Behind a reply another thread decides, like PUSHRAW: itself (§7 order); bounded by the writer's window.
+    shard.send(peer, Buffer.from(data).toString('latin1'));
+    ack();
     return;
   }
   shard.flushNow(peer);
