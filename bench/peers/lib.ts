@@ -1,11 +1,14 @@
 // Library mode: the official clients at their natural API, doing the raw mode's workloads — nats (NATS), mqtt
-// (Mosquitto and Aedes), ioredis (Redis). Publishers call publish() once per message under the same credit
-// window as raw mode; subscribers count message callbacks. P2Pcluster's own TypeScript client does not exist yet
-// (issue 11), so it has no library-mode driver.
+// (Mosquitto and Aedes), ioredis (Redis), and P2Pcluster's own TypeScript client (clients/ts, issue 11). Publishers
+// call publish() (P2Pcluster: push.rid() / push.friends(), one promise per message) once per message under the same
+// credit window as raw mode; subscribers count message callbacks (P2Pcluster: `for await` over messages()).
 //
-// The clients are loaded with computed specifiers and typed here by the little this file uses, so `tsc` stays clean
-// on checkouts where bench/peers/node_modules is not installed.
+// The third-party clients are loaded with computed specifiers and typed here by the little this file uses, so `tsc`
+// stays clean on checkouts where bench/peers/node_modules is not installed; P2Pcluster's client is part of this
+// repository and imported by path.
 
+import { readFileSync } from 'node:fs';
+import { P2PClient } from '../../clients/ts/src/index.ts';
 import { PAYLOAD } from '../load.ts';
 import {
   DRAIN_MS,
@@ -237,14 +240,159 @@ class LibDriver implements Driver {
   }
 }
 
-/** The library-mode driver of a system, or null where there is no client library to measure (P2Pcluster, issue 11). */
+/**
+ * P2Pcluster through @p2pcluster/client: devices register IDs instead of subscribing to topics. Point-to-point is
+ * `push.rid()` to the receiver's ID, fan-out `push.friends()` in a fresh account holding exactly the sender and its
+ * receivers (as in raw mode), round trips `push.rid()` both ways; every reply is awaited through its promise and a
+ * failure (or a group reply short of its total) fails the run.
+ */
+class P2PclusterLib implements Driver {
+  private readonly port: number;
+  private readonly key: string;
+  private readonly newAccount: () => Promise<string>;
+
+  constructor(port: number, key: string, newAccount: () => Promise<string>) {
+    this.port = port;
+    this.key = key;
+    this.newAccount = newAccount;
+  }
+
+  private conn(key: string, id: string): Promise<P2PClient> {
+    return withTimeout(P2PClient.connect({ port: this.port, key, id, reconnect: false }), CONNECT_MS, `register ${id}`);
+  }
+
+  /** Counts the messages of `c` into `count` until the client closes. */
+  private consume(c: P2PClient, count: () => void, fail: (e: Error) => void): void {
+    void (async () => {
+      for await (const _ of c.messages()) count();
+    })().catch(fail);
+  }
+
+  private async flow(
+    sender: P2PClient,
+    receivers: P2PClient[],
+    push: () => Promise<unknown>,
+    messages: number,
+    window: number,
+    chunk: number,
+    capMs: number,
+    cpu: () => number,
+  ): Promise<FlowResult> {
+    const fail = (e: Error): void => flow.fail(e);
+    const flow = new Flow({
+      subscribers: receivers.length,
+      messages,
+      window,
+      chunk,
+      capMs,
+      drainMs: DRAIN_MS,
+      cpu,
+      send: (n) => {
+        for (let i = 0; i < n; i++) push().catch(fail);
+        return true;
+      },
+    });
+    for (let i = 0; i < receivers.length; i++) this.consume(receivers[i]!, () => flow.deliver(i, 1), fail);
+    sender.on('close', () => fail(new Error('the sender lost its connection')));
+    return flow.run();
+  }
+
+  async p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+    const rid = uniq('R');
+    const clients: P2PClient[] = [];
+    try {
+      const receiver = await this.conn(this.key, rid);
+      clients.push(receiver);
+      const sender = await this.conn(this.key, uniq('S'));
+      clients.push(sender);
+      const push = () => sender.push.rid(rid, PAYLOAD);
+      return await this.flow(sender, [receiver], push, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
+    } finally {
+      for (const c of clients) c.destroy();
+    }
+  }
+
+  async fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+    // A fresh account holding exactly the sender and its receivers, so FRIENDS is exactly the receivers.
+    const key = await this.newAccount();
+    const receivers = await openMany(
+      subscribers,
+      20,
+      (i) => this.conn(key, `F${i}`),
+      (c) => c.destroy(),
+    );
+    let sender: P2PClient | null = null;
+    try {
+      sender = await this.conn(key, 'FS');
+      const s = sender;
+      const push = async (): Promise<void> => {
+        const r = await s.push.friends(PAYLOAD);
+        if (r.delivered !== r.total) throw new Error(`FRIENDS reached ${r.delivered} of ${r.total}`);
+      };
+      return await this.flow(s, receivers, push, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
+    } finally {
+      sender?.destroy();
+      for (const c of receivers) c.destroy();
+    }
+  }
+
+  async rtt(rounds: number): Promise<number[]> {
+    const ida = uniq('A');
+    const idb = uniq('B');
+    const clients: P2PClient[] = [];
+    let atA: () => void = () => {};
+    let failed: (e: Error) => void = () => {};
+    try {
+      const a = await this.conn(this.key, ida);
+      clients.push(a);
+      const b = await this.conn(this.key, idb);
+      clients.push(b);
+      const onError = (e: Error): void => failed(e);
+      // B answers every message with one to A; A measures.
+      this.consume(b, () => void b.push.rid(ida, PAYLOAD).catch(onError), onError);
+      this.consume(a, () => atA(), onError);
+      const go = (n: number): Promise<number[]> => {
+        const times: number[] = [];
+        const p = new Promise<number[]>((resolve, reject) => {
+          let t0 = 0;
+          const send = (): void => {
+            t0 = performance.now();
+            a.push.rid(idb, PAYLOAD).catch(onError);
+          };
+          atA = () => {
+            times.push((performance.now() - t0) * 1000);
+            if (times.length >= n) resolve(times);
+            else send();
+          };
+          failed = reject;
+          send();
+        });
+        return withTimeout(p, RTT_MS, 'round trips');
+      };
+      await go(RTT_WARMUP);
+      return await go(rounds);
+    } finally {
+      atA = () => {};
+      for (const c of clients) c.destroy();
+    }
+  }
+
+  async open(): Promise<() => void> {
+    const c = await this.conn(this.key, uniq('I'));
+    return () => c.destroy();
+  }
+}
+
+/** The library-mode driver of a system. */
 export function libDriver(
   system: 'P2Pcluster' | 'NATS' | 'Redis' | 'Mosquitto' | 'Aedes',
   port: number,
-): Driver | null {
+  key: string,
+  newAccount: () => Promise<string>,
+): Driver {
   switch (system) {
     case 'P2Pcluster':
-      return null;
+      return new P2PclusterLib(port, key, newAccount);
     case 'NATS':
       return new LibDriver(NATS, port);
     case 'Redis':
@@ -257,3 +405,9 @@ export function libDriver(
 
 /** Versions of the client libraries, for the results header. */
 export const LIBRARIES = ['nats', 'mqtt', 'ioredis'] as const;
+
+/** The version of P2Pcluster's own client (clients/ts/package.json). */
+export function clientVersion(): string {
+  const url = new URL('../../clients/ts/package.json', import.meta.url);
+  return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+}

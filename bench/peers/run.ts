@@ -1,8 +1,9 @@
 // `npm run bench:peers`: P2Pcluster side by side with NATS, Redis, Mosquitto and Aedes on this machine, identical
 // workloads, one loader. Starts every broker on a free loopback port (skipping, with the apt-get line, any that is not
 // installed), runs each workload in raw mode (lean pipelined clients, the headline) and library mode (nats, mqtt,
-// ioredis), systems interleaved and every broker restarted per run and mode, then prints a Markdown table, writes it to
-// bench/results/peers-latest.md and rewrites the README section "Benchmarks against NATS, Redis, Mosquitto and Aedes".
+// ioredis, and P2Pcluster's own @p2pcluster/client), systems interleaved and every broker restarted per run and mode,
+// then prints a Markdown table, writes it to bench/results/peers-latest.md and rewrites the README section
+// "Benchmarks against NATS, Redis, Mosquitto and Aedes".
 //
 // Environment knobs: BENCH_PEERS_RUNS (3), BENCH_PEERS_P2P (2000000 messages), BENCH_PEERS_FANOUT (100000 messages
 // to 100 subscribers), BENCH_PEERS_CAP_S (15 s per throughput run), BENCH_PEERS_RTT (10000 round trips),
@@ -18,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { percentile } from '../load.ts';
 import { rssBytes } from '../server.ts';
 import { type Driver, openMany } from './flow.ts';
-import { LIBRARIES, libDriver } from './lib.ts';
+import { clientVersion, LIBRARIES, libDriver } from './lib.ts';
 import {
   type Broker,
   cpuMicros,
@@ -240,7 +241,6 @@ function rttSummary(mode: Mode, system: System): string {
 
 function ratio(mode: Mode, row: Row, peer: System, skipped: Map<System, string>): string {
   if (!row.ratio) return '—';
-  if (mode === 'library') return 'n/a';
   if (skipped.has(peer) || skipped.has('P2Pcluster')) return 'n/a';
   const m: Metric = row.metric === 'rtt' ? 'rttP99' : row.metric;
   const ours = cell(mode, m, 'P2Pcluster').values;
@@ -257,7 +257,6 @@ function table(mode: Mode, systems: System[], skipped: Map<System, string>): str
     const cols = systems.map((s) => {
       const skip = skipped.get(s);
       if (skip !== undefined) return skip;
-      if (mode === 'library' && s === 'P2Pcluster') return 'n/a (issue 11)';
       return row.metric === 'rtt' ? rttSummary(mode, s) : summary(cell(mode, row.metric, s), row.show);
     });
     return `| ${row.label} | ${cols.join(' | ')} | ${ratio(mode, row, 'NATS', skipped)} | ${ratio(mode, row, 'Aedes', skipped)} |`;
@@ -284,7 +283,10 @@ const loadAtStart = loadavg()[0]!;
 function report(systems: System[], skipped: Map<System, string>, minutes: number, h: string): string {
   const workers = WORKERS === 0 ? `default (${availableParallelism()}, one per core)` : String(WORKERS);
   const versions = systems.filter((s) => s !== 'P2Pcluster' && !skipped.has(s)).map(versionOf);
-  const libs = LIBRARIES.map((l) => `${l} ${packageVersion(l)}`).join(', ');
+  const libs = [
+    ...LIBRARIES.map((l) => `${l} ${packageVersion(l)}`),
+    `@p2pcluster/client ${clientVersion()} (clients/ts)`,
+  ].join(', ');
   const notes = [
     `${machine()}; the run took ${minutes.toFixed(1)} min, 1-minute load average ${loadAtStart.toFixed(1)} before ` +
       `it and ${loadavg()[0]!.toFixed(1)} at the end (other work on the box moves the numbers; the ratios from one ` +
@@ -319,7 +321,8 @@ function report(systems: System[], skipped: Map<System, string>, minutes: number
       `${h} Official client libraries`,
       '',
       `The same workloads through ${libs} (mqtt for Mosquitto and Aedes) at their natural API: one publish() call ` +
-        'per message under the same credit window, one callback per message received.',
+        '(P2Pcluster: one push.rid() or push.friends() promise) per message under the same credit window, one ' +
+        'callback (P2Pcluster: one `for await` iteration over messages()) per message received.',
       '',
       table('library', systems, skipped),
       '',
@@ -390,7 +393,6 @@ async function main(): Promise<void> {
       const order = runnable.map((_, i) => runnable[(i + run) % runnable.length]!);
       for (const system of order) {
         const tag = `[run ${run + 1}/${RUNS}] ${mode} ${system}`;
-        if (mode === 'library' && system === 'P2Pcluster') continue;
         let b: Broker;
         try {
           b = await startBroker(system, WORKERS);
@@ -404,7 +406,10 @@ async function main(): Promise<void> {
           continue;
         }
         try {
-          const d = mode === 'raw' ? rawDriver(system, b.port, b.key, b.newAccount) : libDriver(system, b.port)!;
+          const d =
+            mode === 'raw'
+              ? rawDriver(system, b.port, b.key, b.newAccount)
+              : libDriver(system, b.port, b.key, b.newAccount);
           await suite(mode, b, d, tag);
         } finally {
           await b.stop();
