@@ -5,6 +5,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { P2PClient } from '@p2pcluster/client';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM_ARGS, ensureChromium } from './helpers/chromium.ts';
@@ -16,6 +17,7 @@ const SHOTS = join(import.meta.dirname, '..', 'test-results');
 let srv: TestServer;
 let browser: Browser;
 const opened: TestClient[] = [];
+const clients: P2PClient[] = [];
 
 async function api(method: string, path: string, body?: unknown, token = srv.key): Promise<Response> {
   return fetch(`http://127.0.0.1:${srv.httpPort}${path}`, {
@@ -54,6 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of opened) c.close();
+  for (const c of clients) c.destroy();
   await browser?.close();
   await srv?.stop();
 });
@@ -106,8 +109,12 @@ describe('console in Chromium', () => {
 
   it('adds a router member and re-points an alias from the forms; a test push reaches the device', async () => {
     const key = srv.newKey();
-    const a = await dev('SWITCH', key);
-    const lamp = await dev('LAMP', key);
+    // Devices through the project's own client (issue 11): the point here is the console, not the wire.
+    const a = await P2PClient.connect({ port: srv.port, key, id: 'SWITCH' });
+    const lamp = await P2PClient.connect({ port: srv.port, key, id: 'LAMP' });
+    clients.push(a, lamp);
+    const inbox = lamp.messages();
+    const next = async (): Promise<string> => (await inbox.next()).value!.text;
     const page = await loggedIn(key);
 
     await page.fill('#router-name', 'garden');
@@ -117,22 +124,22 @@ describe('console in Chromium', () => {
     await page.fill('#router-member', 'LAMP');
     await page.click('#router-form button');
     await page.waitForSelector('#routers .member[data-router="GARDEN"][data-id="LAMP"].online');
-    expect(await a.request(`TCP:PUSH:${key}:RO:GARDEN:on`)).toBe('[OK:ALL_1]');
-    expect(await lamp.line()).toBe('PUSH:on');
+    expect(await a.push.ro('GARDEN', 'on')).toEqual({ delivered: 1, total: 1 });
+    expect(await next()).toBe('on');
 
     await page.fill('#alias-name', 'light');
     await page.fill('#alias-targets', 'lamp');
     await page.click('#alias-form button');
     await page.waitForSelector('#aliases tr[data-alias="LIGHT"]');
-    expect(await a.request(`TCP:PUSH:${key}:ALIAS:LIGHT:toggle`)).toBe('[OK:DATA_SENT]');
-    expect(await lamp.line()).toBe('PUSH:toggle');
+    expect(await a.push.alias('LIGHT', 'toggle')).toBe('SENT');
+    expect(await next()).toBe('toggle');
 
     await page.selectOption('#push-kind', 'RID');
     await page.fill('#push-target', 'lamp');
     await page.fill('#push-data', 'hello from the console');
     await page.click('#push-form button');
     await expect.poll(() => page.textContent('#push-result')).toBe('Delivered 1 of 1.');
-    expect(await lamp.line()).toBe('PUSH:hello from the console');
+    expect(await next()).toBe('hello from the console');
 
     // Counters and the rate come from the live stream: LAMP received 3, SWITCH sent 2.
     const counters = async (id: string): Promise<string> =>
