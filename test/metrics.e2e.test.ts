@@ -59,4 +59,38 @@ describe('operations endpoints (issue 10)', () => {
     expect(after).toMatch(/^p2pc_process_resident_memory_bytes /m);
     for (const d of devs) d.close();
   });
+
+  it('delivery counters are exact after a known workload: 1,000 pipelined RID pushes across shards and a FRIENDS push', async () => {
+    const key = srv.newKey();
+    const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(srv.port, key, `EX${i}`)));
+    // Find a pair on different shards (the kernel spreads connections; 6 devices leave a pair with near certainty).
+    const list = (await (
+      await fetch(`http://127.0.0.1:${srv.httpPort}/api/v1/accounts/me/devices`, {
+        headers: { authorization: `Bearer ${key}` },
+      })
+    ).json()) as { devices: { id: string; shard: number }[] };
+    const shardOf = new Map(list.devices.map((d) => [d.id, d.shard]));
+    const from = devs.findIndex((_, i) => shardOf.get(`EX${i}`) === 0);
+    const to = devs.findIndex((_, i) => shardOf.get(`EX${i}`) === 1);
+    expect(from, 'a device on shard 0').toBeGreaterThanOrEqual(0);
+    expect(to, 'a device on shard 1').toBeGreaterThanOrEqual(0);
+    const before = await scrape();
+    let batch = '';
+    for (let i = 0; i < 1000; i++) batch += `TCP:PUSH:${key}:RID:EX${to}:n${i}\r\n`;
+    devs[from]!.write(batch);
+    await devs[to]!.until((b) => b.split('\r\n').length > 1000, 10000, '1,000 pushes');
+    await devs[from]!.until((b) => b.split('\r\n').length > 1000, 10000, '1,000 replies');
+    devs[from]!.buffer = '';
+    devs[to]!.buffer = '';
+    expect(await devs[0]!.request(`TCP:PUSH:${key}:FRIENDS:all`)).toBe('[OK:ALL_5]');
+    for (let i = 1; i < 6; i++) expect(await devs[i]!.line()).toBe('PUSH:all');
+    const after = await scrape();
+    const delta = (series: string): number => value(after, series) - value(before, series);
+    expect(delta('p2pc_deliveries_total')).toBe(1005);
+    expect(delta('p2pc_delivered_total{target="RID"}')).toBe(1000);
+    expect(delta('p2pc_delivered_total{target="FRIENDS"}')).toBe(5);
+    expect(delta('p2pc_pushes_total{target="RID"}')).toBe(1000);
+    expect(delta('p2pc_pushes_total{target="FRIENDS"}')).toBe(1);
+    for (const d of devs) d.close();
+  });
 });

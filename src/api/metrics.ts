@@ -79,6 +79,7 @@ export class Metrics {
       });
     };
     byLabel('p2pc_pushes_total', 'PUSH commands by target kind', 'target', 'pushes');
+    byLabel('p2pc_delivered_total', 'messages pushes delivered, by target kind of the push', 'target', 'delivered');
     byLabel('p2pc_failures_total', '[FAIL:<code>] replies by code', 'code', 'failures');
     new Gauge({
       name: 'p2pc_held_messages',

@@ -15,6 +15,8 @@ export class ShardMetrics {
   /** Pushes by PUSH target (index = TARGET value). */
   readonly pushes: number[] = new Array(TARGET_NAMES.length).fill(0);
   deliveries = 0;
+  /** Messages a push delivered (here, or promised to another shard), by its target kind. */
+  readonly delivered: number[] = new Array(TARGET_NAMES.length).fill(0);
   readonly failures = new Map<string, number>();
   bytesIn = 0;
   bytesOut = 0;
@@ -62,6 +64,9 @@ export class ShardMetrics {
     ];
     this.pushes.forEach((n, t) => {
       if (t > 0) out.push(`pushes|${TARGET_NAMES[t]}`, n);
+    });
+    this.delivered.forEach((n, t) => {
+      if (t > 0) out.push(`delivered|${TARGET_NAMES[t]}`, n);
     });
     for (const [code, n] of this.failures) out.push(`failures|${code}`, n);
     this.lag.reset();

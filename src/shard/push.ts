@@ -62,11 +62,11 @@ export function cmdPush(
   const topo = acct.topology;
   switch (target) {
     case TARGET.RID:
-      return pushAndReply(shard, conn, acct, canonicalId(name), data);
+      return pushAndReply(shard, conn, acct, canonicalId(name), data, target);
     case TARGET.PARENT: {
       const parent = topo?.parentOf(me) ?? null;
       if (parent === null) return shard.fail(conn, 'NO_PARENT');
-      return pushAndReply(shard, conn, acct, parent, data);
+      return pushAndReply(shard, conn, acct, parent, data, target);
     }
     case TARGET.FRIENDS:
       if (topo !== null && topo.parentOf(me) !== null) {
@@ -97,7 +97,7 @@ export function cmdPush(
     case TARGET.ALIAS: {
       const targets = topo?.aliases.get(canonicalId(name));
       if (targets === undefined) return shard.fail(conn, 'NO_ALIAS');
-      if (targets.length === 1) return pushAndReply(shard, conn, acct, targets[0]!, data);
+      if (targets.length === 1) return pushAndReply(shard, conn, acct, targets[0]!, data, target);
       for (const id of targets) if (id !== me) addMember(acct, id);
       break;
     }
@@ -109,13 +109,21 @@ export function cmdPush(
     memberIds.length = 0;
     return shard.fail(conn, 'FANOUT_LIMIT');
   }
-  shard.send(conn, deliverGroup(shard, conn, acct, data));
+  shard.send(conn, deliverGroup(shard, conn, acct, data, target));
 }
 
 /** RID semantics with §5 Hold: an offline known device's push is held when the plan allows it. */
-function pushAndReply(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): void {
+function pushAndReply(
+  shard: ShardActor,
+  conn: Connection,
+  acct: Account,
+  id: string,
+  data: string,
+  target: Target,
+): void {
   const result = pushOne(shard, conn, acct, id, data);
-  if (result === REM_ID && shard.holdAllowed(acct)) return shard.hold(conn, acct, id, data);
+  if (result === SENT) shard.metrics.delivered[target]!++;
+  else if (result === REM_ID && shard.holdAllowed(acct)) return shard.hold(conn, acct, id, data);
   replyOne(shard, conn, result);
 }
 
@@ -164,7 +172,7 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
  * Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. Offline members are
  * held when the plan allows it (§5 Hold; the reply still counts them as not delivered).
  */
-function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string): string {
+function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string {
   const scratch = shard.scratch;
   const status = shard.status;
   const me = shard.index;
@@ -206,5 +214,6 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
     list.length = 0;
   }
   members.length = 0;
+  shard.metrics.delivered[target]! += delivered;
   return groupReply(delivered, total);
 }
