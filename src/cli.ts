@@ -75,13 +75,13 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('--level must be 1, 2, 3 or 4\n');
         return 2;
       }
-      const store = openStore(config);
+      const { store } = await openStore(config);
       try {
-        const acct = store.createAccount(arg, values.password ?? null, level);
+        const acct = await store.createAccount(arg, values.password ?? null, level);
         process.stdout.write(`account ${acct.email} created (level ${acct.level}); its KEY:\n${acct.key}\n`);
         return 0;
       } finally {
-        store.close();
+        await store.close();
       }
     }
     case 'tree':

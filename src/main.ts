@@ -11,7 +11,7 @@ import type { Config, ConfigOverrides } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { Outbox } from './services/outbox.ts';
 import { SqliteStore } from './store/sqlite.ts';
-import type { Store } from './store/store.ts';
+import { embeddedStore, type Store } from './store/store.ts';
 import { Supervisor } from './supervisor/supervisor.ts';
 
 export const DEFAULT_CONF = fileURLToPath(new URL('../config/Server.conf', import.meta.url));
@@ -36,6 +36,8 @@ export interface RunningServer {
   readonly api: OperatorApi;
   readonly supervisor: Supervisor;
   readonly store: Store;
+  /** The embedded store's synchronous handle (tests create accounts through it); null on another store. */
+  readonly embedded: SqliteStore | null;
   readonly log: Logger;
   stop(): Promise<void>;
 }
@@ -44,16 +46,18 @@ export function resolveConfig(opts: StartOptions): Config {
   return loadConfig({ file: opts.configFile, defaultFile: DEFAULT_CONF, env: opts.env, overrides: opts.overrides });
 }
 
-export function openStore(config: Config): Store {
-  return new SqliteStore(config.STORE.PATH);
+/** The configured store: the embedded SQLite one (its synchronous handle too), or Redis in cluster mode. */
+export async function openStore(config: Config): Promise<{ store: Store; embedded: SqliteStore | null }> {
+  const embedded = new SqliteStore(config.STORE.PATH);
+  return { store: embeddedStore(embedded), embedded };
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
   const config = resolveConfig(opts);
   const log = createLogger(config.LOG.LEVEL, { role: 'supervisor' });
-  const store = openStore(config);
-  if (store.countAccounts() === 0) {
-    const demo = store.createAccount(DEMO_EMAIL, null, config.USER.DEFAULT_LEVEL);
+  const { store, embedded } = await openStore(config);
+  if ((await store.countAccounts()) === 0) {
+    const demo = await store.createAccount(DEMO_EMAIL, null, config.USER.DEFAULT_LEVEL);
     log.info({ email: DEMO_EMAIL }, 'empty store: created the demo account');
     if (opts.banner) printBanner(demo.key, config);
   }
@@ -75,7 +79,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   } catch (err) {
     await outbox.stop();
     await supervisor.stop();
-    store.close();
+    await store.close();
     throw err;
   }
   api.httpPort = http.port;
@@ -89,6 +93,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     api,
     supervisor,
     store,
+    embedded,
     log,
     stop() {
       stopped ??= (async () => {
@@ -97,7 +102,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         await closed;
         await supervisor.stop();
         await outbox.stop();
-        store.close();
+        await store.close();
       })();
       return stopped;
     },

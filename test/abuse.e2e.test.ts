@@ -406,11 +406,15 @@ describe('default limits', () => {
     expect(await c.request(`TCP:ID:${key}:bad id`)).toBe('[FAIL:INVALID_DATA]');
     expect(await c.request(`TCP:NOPE:${key}`)).toBe('[FAIL:INVALID_CMD]');
     // The secure-session commands are accepted before registration.
-    expect(await c.request(`STCP:${srv.store.accountByKey(key)!.email}:ACTIVATE:`)).toMatch(/^\[OK:[0-9A-F]{8}\]$/);
-    expect(await c.request(`STCP:${srv.store.accountByKey(key)!.email}:DEACTIVATE:`)).toBe('[OK:STCP_DEACTIVATED]');
-    expect(await c.request(`DSTCP:${srv.store.accountByKey(key)!.email}:ACTIVATE:`)).toMatch(/^\[OK:[0-9A-F]{8}\]$/);
-    expect(await c.request(`DSTCP:${srv.store.accountByKey(key)!.email}:DEACTIVATE:`)).toBe('[OK:DSTCP_DEACTIVATED]');
-    expect(await c.request(`HSTCP:${srv.store.accountByKey(key)!.email}:ACTIVATE:12345678:`)).toMatch(
+    expect(await c.request(`STCP:${srv.embedded!.accountByKey(key)!.email}:ACTIVATE:`)).toMatch(/^\[OK:[0-9A-F]{8}\]$/);
+    expect(await c.request(`STCP:${srv.embedded!.accountByKey(key)!.email}:DEACTIVATE:`)).toBe('[OK:STCP_DEACTIVATED]');
+    expect(await c.request(`DSTCP:${srv.embedded!.accountByKey(key)!.email}:ACTIVATE:`)).toMatch(
+      /^\[OK:[0-9A-F]{8}\]$/,
+    );
+    expect(await c.request(`DSTCP:${srv.embedded!.accountByKey(key)!.email}:DEACTIVATE:`)).toBe(
+      '[OK:DSTCP_DEACTIVATED]',
+    );
+    expect(await c.request(`HSTCP:${srv.embedded!.accountByKey(key)!.email}:ACTIVATE:12345678:`)).toMatch(
       /^\[OK:[0-9A-F]{16}:[0-9A-F]{64}\]$/,
     );
     // Nothing reached the target (no push, no will when the unregistered connection goes).
@@ -438,7 +442,7 @@ describe('default limits', () => {
   });
 
   it('every operator API route refuses calls without the right credentials, and no response leaks a KEY', async () => {
-    const { store } = srv;
+    const store = srv.embedded!;
     const victim = `victim-${process.pid}@abuse.example`;
     const victimKey = srv.newKey(victim, 3);
     const attackerKey = srv.newKey(`attacker-${process.pid}@abuse.example`);
@@ -622,7 +626,7 @@ describe('default limits', () => {
         expect({ status: res.status, text: res.text }, path).toEqual({ status: 200, text: want });
       }
     }
-    expect(srv.store.accountByKey(victimKey)?.email).toBe(victim);
+    expect(srv.embedded!.accountByKey(victimKey)?.email).toBe(victim);
   });
 });
 

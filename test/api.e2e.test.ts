@@ -166,8 +166,8 @@ describe('accounts', () => {
     expect(r.status).toBe(201);
     expect(r.type).toBe('application/json; charset=utf-8');
     expect(r.body).toEqual({ email, key: expect.stringMatching(/^[0-9A-F]{32}$/), level: 4 });
-    expect(srv.store.accountByKey(r.body.key)!.email).toBe(email);
-    expect(srv.store.checkPassword(email, 'pw')).toBe(true);
+    expect(srv.embedded!.accountByKey(r.body.key)!.email).toBe(email);
+    expect(srv.embedded!.checkPassword(email, 'pw')).toBe(true);
     const e2 = mail('create');
     const r2 = await call('POST', '/api/v1/accounts', { body: { email: e2, level: 2 } });
     expect(r2.status).toBe(201);
@@ -177,7 +177,7 @@ describe('accounts', () => {
 
   it('a taken e-mail (any case) → 409 EXISTS naming "email"; nothing changes', async () => {
     const a = await account();
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     expectError(await call('POST', '/api/v1/accounts', { body: { email: a.email } }), 409, 'EXISTS', 'email');
     expectError(
       await call('POST', '/api/v1/accounts', { body: { email: a.email.toUpperCase() } }),
@@ -185,12 +185,12 @@ describe('accounts', () => {
       'EXISTS',
       'email',
     );
-    expect(srv.store.countAccounts()).toBe(count);
-    expect(srv.store.accountByEmail(a.email)!.key).toBe(a.key);
+    expect(srv.embedded!.countAccounts()).toBe(count);
+    expect(srv.embedded!.accountByEmail(a.email)!.key).toBe(a.key);
   });
 
   it('validation errors are 400 and name the field; nothing is created', async () => {
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     const post = (body: unknown): Promise<Res> => call('POST', '/api/v1/accounts', { body });
     expectError(await post({}), 400, 'INVALID_FIELD', 'email');
     expectError(await post({ email: '' }), 400, 'INVALID_FIELD', 'email');
@@ -202,14 +202,14 @@ describe('accounts', () => {
     for (const level of [0, 5, 2.5, '3', null]) {
       expectError(await post({ email: mail('v'), level }), 400, 'INVALID_FIELD', 'level');
     }
-    expect(srv.store.countAccounts()).toBe(count);
+    expect(srv.embedded!.countAccounts()).toBe(count);
   });
 
   it('GET /api/v1/accounts (admin) lists email, level, createdAt and never a KEY', async () => {
     const a = await account(3);
     const r = await call('GET', '/api/v1/accounts');
     expect(r.status).toBe(200);
-    const all = srv.store.listAccounts();
+    const all = srv.embedded!.listAccounts();
     expect(r.body).toEqual({
       accounts: all.map((x) => ({ email: x.email, level: x.level, createdAt: x.createdAt })),
     });
@@ -219,7 +219,7 @@ describe('accounts', () => {
 
   it('GET /api/v1/accounts/{email|me}: the KEY only for the admin', async () => {
     const a = await account(2);
-    const rec = srv.store.accountByEmail(a.email)!;
+    const rec = srv.embedded!.accountByEmail(a.email)!;
     const pub = { email: a.email, level: 2, createdAt: rec.createdAt };
     const asAdmin = await call('GET', a.path);
     expect(asAdmin.status).toBe(200);
@@ -245,7 +245,7 @@ describe('accounts', () => {
     expectError(await call('GET', a.path), 404, 'NO_ACCOUNT');
     expectError(await call('DELETE', a.path), 404, 'NO_ACCOUNT');
     expectError(await call('GET', '/api/v1/accounts/me', { auth: a.key }), 401, 'UNAUTHORIZED');
-    expect(srv.store.accountByEmail(a.email)).toBeNull();
+    expect(srv.embedded!.accountByEmail(a.email)).toBeNull();
   });
 
   it('POST /api/v1/accounts/{a}/key resets the KEY: old bearer 401, new one works', async () => {
@@ -260,19 +260,19 @@ describe('accounts', () => {
     const r2 = await call('POST', `${a.path}/key`);
     expect(r2.status).toBe(200);
     expect(r2.body.key).not.toBe(r.body.key);
-    expect(srv.store.accountByEmail(a.email)!.key).toBe(r2.body.key);
+    expect(srv.embedded!.accountByEmail(a.email)!.key).toBe(r2.body.key);
   });
 
   it('PUT /api/v1/accounts/{a}/level (admin) → 200; a bad level → 400 naming "level", unchanged', async () => {
     const a = await account(1);
-    const rec = srv.store.accountByEmail(a.email)!;
+    const rec = srv.embedded!.accountByEmail(a.email)!;
     const r = await call('PUT', `${a.path}/level`, { body: { level: 3 } });
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ email: a.email, level: 3, createdAt: rec.createdAt });
     for (const level of [0, 9, 'high', undefined]) {
       expectError(await call('PUT', `${a.path}/level`, { body: { level } }), 400, 'INVALID_FIELD', 'level');
     }
-    expect(srv.store.accountByEmail(a.email)!.level).toBe(3);
+    expect(srv.embedded!.accountByEmail(a.email)!.level).toBe(3);
   });
 
   it('GET /api/v1/accounts/{a}/devices lists live IDs with their shard, sorted; offline ones disappear', async () => {
@@ -599,7 +599,7 @@ describe('authentication and account isolation', () => {
     expectError(await call('GET', `/api/v1/accounts/${b.email.toUpperCase()}/tree`, { auth: a.key }), 403, 'FORBIDDEN');
     expectError(await call('GET', `${b.path}/tree`, { auth: a.key.toLowerCase() }), 403, 'FORBIDDEN');
     expect(await snapshot(b.path)).toEqual(before);
-    expect(srv.store.accountByEmail(b.email)!.key).toBe(b.key);
+    expect(srv.embedded!.accountByEmail(b.email)!.key).toBe(b.key);
     // "me" is always the caller's own account.
     const mine = await call('GET', '/api/v1/accounts/me/tree', { auth: a.key });
     expect(mine.body).toEqual({ roots: [], nodes: [] });
@@ -607,22 +607,22 @@ describe('authentication and account isolation', () => {
 
   it("account A's KEY cannot list accounts or use admin calls: 403, nothing changes", async () => {
     const a = await account(2);
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     const list = await call('GET', '/api/v1/accounts', { auth: a.key });
     expect(list.status).toBe(403);
-    for (const x of srv.store.listAccounts()) expect(list.text).not.toContain(x.key);
+    for (const x of srv.embedded!.listAccounts()) expect(list.text).not.toContain(x.key);
     expect((await call('POST', '/api/v1/accounts', { auth: a.key, body: { email: mail('sneaky') } })).status).toBe(403);
     expect((await call('PUT', '/api/v1/accounts/me/level', { auth: a.key, body: { level: 4 } })).status).toBe(403);
     expect((await call('DELETE', '/api/v1/accounts/me', { auth: a.key })).status).toBe(403);
-    expect(srv.store.countAccounts()).toBe(count);
-    expect(srv.store.accountByEmail(a.email)!.level).toBe(2);
+    expect(srv.embedded!.countAccounts()).toBe(count);
+    expect(srv.embedded!.accountByEmail(a.email)!.level).toBe(2);
   });
 
   it('no credentials, an unknown KEY, a wrong admin token or another scheme → 401 on every call', async () => {
     const b = await victim();
     const before = await snapshot(b.path);
     const unknownKey = 'F'.repeat(32);
-    expect(srv.store.accountByKey(unknownKey)).toBeNull();
+    expect(srv.embedded!.accountByKey(unknownKey)).toBeNull();
     const variants: { auth: string | null; headers?: Record<string, string> }[] = [
       { auth: null },
       { auth: unknownKey },
@@ -658,19 +658,19 @@ describe('authentication and account isolation', () => {
 
 describe('malformed requests and routing', () => {
   it('malformed JSON, or JSON that is not an object → 400 INVALID_JSON, nothing created', async () => {
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     for (const raw of ['{"email":', '{email: "x@y.z"}', '[{"email":"x@y.z"}]', '"x@y.z"', '42', 'null', '\u0000']) {
       expectError(await call('POST', '/api/v1/accounts', { raw }), 400, 'INVALID_JSON');
     }
     const a = await account();
     expectError(await call('POST', `${a.path}/tree/nodes`, { raw: '{"id":"A",}', auth: a.key }), 400, 'INVALID_JSON');
     expectError(await call('PATCH', `${a.path}/tree/nodes/A`, { raw: '{', auth: a.key }), 400, 'INVALID_JSON');
-    expect(srv.store.countAccounts()).toBe(count + 1);
+    expect(srv.embedded!.countAccounts()).toBe(count + 1);
     expect((await call('GET', `${a.path}/tree`)).body).toEqual({ roots: [], nodes: [] });
   });
 
   it(`a body over HTTP.MAX_BODY (${MAX_BODY}) → 413 BODY_TOO_LARGE, nothing created; exactly MAX_BODY is fine`, async () => {
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     const email = mail('big');
     const json = JSON.stringify({ email });
     const over = json.slice(0, -1) + ' '.repeat(MAX_BODY + 1 - json.length) + '}';
@@ -678,8 +678,8 @@ describe('malformed requests and routing', () => {
     const r = await call('POST', '/api/v1/accounts', { raw: over });
     expect(r.status).toBe(413);
     expect(r.body).toEqual({ error: 'BODY_TOO_LARGE', message: expect.any(String) });
-    expect(srv.store.countAccounts()).toBe(count);
-    expect(srv.store.accountByEmail(email)).toBeNull();
+    expect(srv.embedded!.countAccounts()).toBe(count);
+    expect(srv.embedded!.accountByEmail(email)).toBeNull();
     const exact = json.slice(0, -1) + ' '.repeat(MAX_BODY - json.length) + '}';
     expect(exact.length).toBe(MAX_BODY);
     const ok = await call('POST', '/api/v1/accounts', { raw: exact });
@@ -875,7 +875,7 @@ describe('HTTP on the device port', () => {
   });
 
   it('a body over HTTP.MAX_BODY on the device port → 413 as well', async () => {
-    const count = srv.store.countAccounts();
+    const count = srv.embedded!.countAccounts();
     const body = JSON.stringify({ email: mail('bigport'), pad: 'x'.repeat(MAX_BODY) });
     const r = await rawHttp(
       srv.port,
@@ -884,6 +884,6 @@ describe('HTTP on the device port', () => {
     );
     expect(r.status).toBe(413);
     expect(JSON.parse(r.body)).toEqual({ error: 'BODY_TOO_LARGE', message: expect.any(String) });
-    expect(srv.store.countAccounts()).toBe(count);
+    expect(srv.embedded!.countAccounts()).toBe(count);
   });
 });

@@ -119,7 +119,7 @@ describe('p2pcluster account add (against a running server)', () => {
     const key = lines.at(-1)!;
     expect(key).toMatch(KEY_RE);
     expect(key).not.toBe(srv.key);
-    expect(srv.store.accountByEmail('someone@example.com')?.key).toBe(key);
+    expect(srv.embedded!.accountByEmail('someone@example.com')?.key).toBe(key);
 
     const a = await TestClient.open(srv.port);
     expect(await a.request(`TCP:ID:${key}:X`)).toBe('[OK:X]');
@@ -152,7 +152,7 @@ describe('p2pcluster account add (against a running server)', () => {
     expect(code).not.toBe(null);
     expect(run.stderr).toContain('not-an-email');
     expect(run.stdout).not.toMatch(/[0-9A-F]{32}/);
-    expect(srv.store.accountByEmail('not-an-email')).toBeNull();
+    expect(srv.embedded!.accountByEmail('not-an-email')).toBeNull();
   });
 });
 

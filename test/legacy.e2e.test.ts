@@ -74,7 +74,7 @@ let mails = 0;
 /** A fresh account; returns its e-mail and KEY. */
 function account(password: string | null = null, level = 4): { email: string; key: string } {
   const email = `legacy-${++mails}-${process.pid}@legacy.example`;
-  const a = srv.store.createAccount(email, password, level);
+  const a = srv.embedded!.createAccount(email, password, level);
   return { email, key: a.key };
 }
 
@@ -276,9 +276,9 @@ describe('router endpoints', () => {
 describe('user endpoints', () => {
   it('USERAUTH with a valid token → OK:<email>:<KEY>:, single use; the KEY works at once', async () => {
     const email = `signup-${process.pid}@legacy.example`;
-    srv.store.createSignup(email, 'pw-signup', 1, 'token-valid-1', nowSeconds() + 3600);
+    srv.embedded!.createSignup(email, 'pw-signup', 1, 'token-valid-1', nowSeconds() + 3600);
     const text = await reply('/USERAUTH?token=token-valid-1');
-    const acct = srv.store.accountByEmail(email);
+    const acct = srv.embedded!.accountByEmail(email);
     expect(acct).not.toBeNull();
     expect(text).toBe(`OK:${email}:${acct!.key}:`);
     expect(acct!.level).toBe(1);
@@ -290,9 +290,9 @@ describe('user endpoints', () => {
 
   it('USERAUTH: expired, unknown or missing token', async () => {
     const email = `expired-${process.pid}@legacy.example`;
-    srv.store.createSignup(email, 'pw', 1, 'token-expired-1', nowSeconds() - 5);
+    srv.embedded!.createSignup(email, 'pw', 1, 'token-expired-1', nowSeconds() - 5);
     expect(await reply('/USERAUTH?token=token-expired-1')).toBe('FAIL:INVALID_TOKEN');
-    expect(srv.store.accountByEmail(email)).toBeNull();
+    expect(srv.embedded!.accountByEmail(email)).toBeNull();
     expect(await reply('/USERAUTH?token=never-issued')).toBe('FAIL:INVALID_TOKEN');
     expect(await reply('/USERAUTH')).toBe('FAIL:INVALID_FORMAT');
     expect(await reply('/USERAUTH?token=')).toBe('FAIL:INVALID_FORMAT');
@@ -300,8 +300,8 @@ describe('user endpoints', () => {
 
   it('USERAUTH for an e-mail that got an account meanwhile answers FAIL:<CODE>, not an HTTP error', async () => {
     const email = `raced-${process.pid}@legacy.example`;
-    srv.store.createSignup(email, 'pw', 1, 'token-raced-1', nowSeconds() + 3600);
-    srv.store.createAccount(email, null, 4);
+    srv.embedded!.createSignup(email, 'pw', 1, 'token-raced-1', nowSeconds() + 3600);
+    srv.embedded!.createAccount(email, null, 4);
     const r = await get('/USERAUTH?token=token-raced-1');
     expect({ status: r.status, type: r.type }).toEqual({ status: 200, type: TEXT });
     expect(r.text).toMatch(/^FAIL:[A-Z_]+$/);
@@ -311,7 +311,7 @@ describe('user endpoints', () => {
     const { email, key } = account('pw-reset');
     const d = await dev(key, 'gadget');
     const text = await reply(`/USERKEYRESET?username=${enc(email)}&password=pw-reset`);
-    const newKey = srv.store.accountByEmail(email)!.key;
+    const newKey = srv.embedded!.accountByEmail(email)!.key;
     expect(newKey).not.toBe(key);
     expect(text).toBe(`OK:${email}:${newKey}:`);
     expect(await d.request(`TCP:PUSH:${key}:FRIENDS:x`)).toBe('[FAIL:INVALID_KEY]');
@@ -321,7 +321,7 @@ describe('user endpoints', () => {
     expect(await reply(`/USERKEYRESET?username=${enc(email)}&password=wrong`)).toBe('FAIL:INVALID_USERID');
     expect(await reply('/USERKEYRESET?username=nobody%40legacy.example&password=pw-reset')).toBe('FAIL:INVALID_USERID');
     expect(await reply(`/USERKEYRESET?username=${enc(email)}`)).toBe('FAIL:INVALID_FORMAT');
-    expect(srv.store.accountByEmail(email)!.key).toBe(newKey);
+    expect(srv.embedded!.accountByEmail(email)!.key).toBe(newKey);
   });
 
   it('USERPASSRESET changes the password; the old one stops working', async () => {
@@ -330,12 +330,12 @@ describe('user endpoints', () => {
       'FAIL:INVALID_USERID',
     );
     expect(await reply(`/USERPASSRESET?username=${enc(email)}&password=old-pw`)).toBe('FAIL:INVALID_FORMAT');
-    expect(srv.store.checkPassword(email, 'old-pw')).toBe(true);
+    expect(srv.embedded!.checkPassword(email, 'old-pw')).toBe(true);
     expect(await reply(`/USERPASSRESET?username=${enc(email)}&password=old-pw&newpassword=new-pw`)).toBe(
       'OK:PASSWORD_CHANGED',
     );
-    expect(srv.store.checkPassword(email, 'old-pw')).toBe(false);
-    expect(srv.store.checkPassword(email, 'new-pw')).toBe(true);
+    expect(srv.embedded!.checkPassword(email, 'old-pw')).toBe(false);
+    expect(srv.embedded!.checkPassword(email, 'new-pw')).toBe(true);
     expect(await reply(`/USERKEYRESET?username=${enc(email)}&password=old-pw`)).toBe('FAIL:INVALID_USERID');
     expect(await reply(`/USERKEYRESET?username=${enc(email)}&password=new-pw`)).toMatch(/^OK:/);
   });
@@ -346,11 +346,11 @@ describe('user endpoints', () => {
     const d1 = await dev(key, 'one');
     const d2 = await dev(key, 'two');
     expect(await reply(`/USERDEL?username=${enc(email)}&password=bad`)).toBe('FAIL:INVALID_USERID');
-    expect(srv.store.accountByEmail(email)).not.toBeNull();
+    expect(srv.embedded!.accountByEmail(email)).not.toBeNull();
     expect(await reply(`/USERDEL?username=${enc(email)}&password=pw-del`)).toBe('OK:USERDELETED');
     await d1.closedByServer();
     await d2.closedByServer();
-    expect(srv.store.accountByEmail(email)).toBeNull();
+    expect(srv.embedded!.accountByEmail(email)).toBeNull();
     expect(await reply(`/GETTREE?KEY=${key}`)).toBe('FAIL:INVALID_KEY');
     expect(await reply(`/USERDEL?username=${enc(email)}&password=pw-del`)).toBe('FAIL:INVALID_USERID');
     const again = await TestClient.open(srv.port);
@@ -361,7 +361,7 @@ describe('user endpoints', () => {
   it('USER answers FAIL:MAIL_DISABLED without a mail transport, FAIL:EXISTS for a taken e-mail', async () => {
     const email = `wants-${process.pid}@legacy.example`;
     expect(await reply(`/USER?username=${enc(email)}&password=pw`)).toBe('FAIL:MAIL_DISABLED');
-    expect(srv.store.accountByEmail(email)).toBeNull();
+    expect(srv.embedded!.accountByEmail(email)).toBeNull();
     const taken = account();
     expect(await reply(`/USER?username=${enc(taken.email)}&password=pw`)).toBe('FAIL:EXISTS');
     expect(await reply(`/USER?username=${enc(email)}`)).toBe('FAIL:INVALID_FORMAT');

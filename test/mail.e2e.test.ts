@@ -664,9 +664,9 @@ describe('a restart resumes unsent mail', () => {
       { keepData: first.dataDir },
     );
     try {
-      const acct = second.store.accountByEmail(owner)!;
+      const acct = second.embedded!.accountByEmail(owner)!;
       await waitFor(() => smtp.to(to).length === 1, 'the mail after the restart', 15000).catch((err: Error) => {
-        const item = second.store.listOutbox(acct.id, 10)[0];
+        const item = second.embedded!.listOutbox(acct.id, 10)[0];
         const due = item === undefined ? 'none' : `${Math.round((item.nextAt - Date.now()) / 1000)} s from now`;
         throw new Error(`${err.message}; stored: ${JSON.stringify(item)}; due ${due}`);
       });

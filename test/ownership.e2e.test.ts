@@ -41,7 +41,7 @@ async function ask(c: TestClient, cmd: string): Promise<string> {
 
 /** The shard that decides IDs of the account with this KEY (src/routing/account.ts: id mod shards). */
 function ownerOf(srv: TestServer, key: string): number {
-  return srv.store.accountByKey(key)!.id % srv.supervisor.shardCount;
+  return srv.embedded!.accountByKey(key)!.id % srv.supervisor.shardCount;
 }
 
 /** Two account KEYs: [owned by shard 0, owned by shard 1]. */

@@ -234,7 +234,7 @@ function account(s: TestServer = srv, owner?: number): { email: string; key: str
   for (;;) {
     const email = `presence-${++mails}-${process.pid}@presence.example`;
     const key = s.newKey(email);
-    const id = s.store.accountByKey(key)!.id;
+    const id = s.embedded!.accountByKey(key)!.id;
     if (owner === undefined || id % s.supervisor.shardCount === owner) {
       return { email, key, path: `/api/v1/accounts/${email}` };
     }

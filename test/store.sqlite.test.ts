@@ -1,6 +1,7 @@
-// SqliteStore against the Store contract (in a temp directory and in memory), plus what only a file-backed
-// store can show: persistence across reopen, WAL and schema version, hashed secrets at rest, and a failure in
-// the middle of a multi-statement change rolling back the whole change.
+// SqliteStore against the Store contract (through embeddedStore, in a temp directory and in memory), plus what
+// only a file-backed store can show, on the synchronous SqliteStore: persistence across reopen, WAL and schema
+// version, hashed secrets at rest, and a failure in the middle of a multi-statement change rolling back the whole
+// change.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { TopologyChange } from '../src/routing/changes.ts';
 import { SCHEMA_VERSION, SqliteStore } from '../src/store/sqlite.ts';
+import { embeddedStore } from '../src/store/store.ts';
 import { rebuild, storeContract, topologyPicture } from './store.contract.ts';
 
 const dirs: string[] = [];
@@ -21,8 +23,8 @@ afterAll(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-storeContract('SqliteStore in a temp directory', () => new SqliteStore(tempDir()));
-storeContract('SqliteStore :memory:', () => new SqliteStore(':memory:'));
+storeContract('SqliteStore in a temp directory', () => embeddedStore(new SqliteStore(tempDir())));
+storeContract('SqliteStore :memory:', () => embeddedStore(new SqliteStore(':memory:')));
 
 describe('SqliteStore on disk', () => {
   const open: { close(): void }[] = [];

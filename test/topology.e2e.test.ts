@@ -773,7 +773,7 @@ describe('persistence across a restart', () => {
         tree: { ...v.tree, nodes: [...v.tree.nodes].sort((x: Json, y: Json) => (x.id < y.id ? -1 : 1)) },
       });
       expect(bySorted(after)).toEqual(bySorted(before));
-      expect(second.store.accountByEmail(email)!.key).toBe(key);
+      expect(second.embedded!.accountByEmail(email)!.key).toBe(key);
       const s = second;
       const connect = async (id: string): Promise<Peer> => {
         const c = await TestClient.open(s.port);

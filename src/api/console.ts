@@ -191,7 +191,12 @@ export async function stateJson(api: OperatorApi, accountId: number): Promise<un
     string,
     { id: string; online: boolean; lastSeen: number | null; sent: number; received: number }
   >();
-  for (const d of api.store.knownDevices(accountId)) {
+  const [known, held, recent] = await Promise.all([
+    api.store.knownDevices(accountId),
+    api.store.heldSummary(accountId),
+    api.store.listOutbox(accountId, OUTBOX_SHOWN),
+  ]);
+  for (const d of known) {
     devices.set(d.id, { id: d.id, online: false, lastSeen: Math.floor(d.lastSeen / 1000), sent: 0, received: 0 });
   }
   for (const id of live) {
@@ -205,7 +210,7 @@ export async function stateJson(api: OperatorApi, accountId: number): Promise<un
       received: c?.received ?? 0,
     });
   }
-  const outbox = api.store.listOutbox(accountId, OUTBOX_SHOWN).map((m) => ({
+  const outbox = recent.map((m) => ({
     id: m.id,
     kind: m.kind,
     to: m.recipient,
@@ -217,7 +222,7 @@ export async function stateJson(api: OperatorApi, accountId: number): Promise<un
   return {
     t: Date.now(),
     devices: [...devices.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
-    held: api.store.heldSummary(accountId),
+    held,
     outbox,
   };
 }

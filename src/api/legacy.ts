@@ -58,16 +58,18 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
     if (!isValidId(v, api.config.NODE.MAX_ID)) throw new LegacyFail('INVALID_ID');
     return canonicalId(v);
   };
-  const byKey = (): AccountRecord => {
+  const byKey = async (): Promise<AccountRecord> => {
     const key = need('KEY');
-    const acct = /^[0-9a-fA-F]{32}$/.test(key) ? api.store.accountByKey(key) : null;
+    const acct = /^[0-9a-fA-F]{32}$/.test(key) ? await api.store.accountByKey(key) : null;
     if (acct === null) throw new LegacyFail('INVALID_KEY');
     return acct;
   };
-  const byPassword = (): AccountRecord => {
+  const byPassword = async (): Promise<AccountRecord> => {
     const email = need('USERNAME');
-    const acct = api.store.accountByEmail(email);
-    if (acct === null || !api.store.checkPassword(email, need('PASSWORD'))) throw new LegacyFail('INVALID_USERID');
+    const acct = await api.store.accountByEmail(email);
+    if (acct === null || !(await api.store.checkPassword(email, need('PASSWORD')))) {
+      throw new LegacyFail('INVALID_USERID');
+    }
     return acct;
   };
   const change = async (acct: AccountRecord, c: TopologyChange): Promise<void> => {
@@ -84,18 +86,18 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
       case '/USER': {
         const email = need('USERNAME');
         const password = need('PASSWORD');
-        if (api.store.accountByEmail(email) !== null) throw new LegacyFail('EXISTS');
+        if ((await api.store.accountByEmail(email)) !== null) throw new LegacyFail('EXISTS');
         const outbox = api.supervisor.outbox;
         if (outbox === null || !outbox.mailEnabled) throw new LegacyFail('MAIL_DISABLED');
         const token = randomBytes(24).toString('hex');
         const ttl = api.config.HTTP.SIGNUP_TTL;
         try {
-          api.store.createSignup(email, password, api.config.USER.SIGNUP_LEVEL, token, nowSeconds() + ttl);
+          await api.store.createSignup(email, password, api.config.USER.SIGNUP_LEVEL, token, nowSeconds() + ttl);
         } catch {
           throw new LegacyFail('INVALID_ID');
         }
         const host = api.config.PServer.DNS || `localhost:${api.httpPort || api.config.HTTP.PORT}`;
-        outbox.system(
+        await outbox.system(
           email,
           'Activate your P2Pcluster account',
           `Open this link within ${Math.max(1, Math.round(ttl / 3600))} hour(s) to activate your account:\r\n` +
@@ -106,7 +108,7 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
       case '/USERAUTH': {
         let acct: AccountRecord | null;
         try {
-          acct = api.store.activateSignup(need('TOKEN'), nowSeconds());
+          acct = await api.store.activateSignup(need('TOKEN'), nowSeconds());
         } catch (err) {
           if (err instanceof StoreError) throw new LegacyFail(err.code);
           throw err;
@@ -115,20 +117,20 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         return ok(`${acct.email}:${acct.key}:`);
       }
       case '/USERDEL':
-        await api.deleteAccount(byPassword());
+        await api.deleteAccount(await byPassword());
         return ok('USERDELETED');
       case '/USERPASSRESET': {
-        const acct = byPassword();
+        const acct = await byPassword();
         const next = need('NEWPASSWORD');
-        api.store.setPassword(acct.id, next);
+        await api.store.setPassword(acct.id, next);
         return ok('PASSWORD_CHANGED');
       }
       case '/USERKEYRESET': {
-        const acct = await api.resetKey(byPassword());
+        const acct = await api.resetKey(await byPassword());
         return ok(`${acct.email}:${acct.key}:`);
       }
       case '/ADDNODE': {
-        const acct = byKey();
+        const acct = await byKey();
         const node = get('NODE');
         if (node === undefined || node === '') {
           const root = id('PNODE');
@@ -143,30 +145,30 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         return ok(child);
       }
       case '/GETTREE': {
-        const acct = byKey();
+        const acct = await byKey();
         const node = get('NODE');
         return text(200, legacyTree(api, acct, node ? id('NODE') : null), 'text/html; charset=utf-8');
       }
       case '/DELNODE': {
-        const acct = byKey();
+        const acct = await byKey();
         const node = id('NODE');
         await change(acct, { op: 'node-delete', id: node });
         return ok(node);
       }
       case '/UPDATENODE': {
-        const acct = byKey();
+        const acct = await byKey();
         const to = id('NODE');
         await change(acct, { op: 'node-rename', from: id('PNODE'), to });
         return ok(to);
       }
       case '/DEPTH': {
-        const acct = byKey();
+        const acct = await byKey();
         const depth = api.supervisor.topologyOf(acct.id).depthOf(id('NODE'));
         if (depth === 0) throw new LegacyFail('NO_NODE');
         return ok(String(depth));
       }
       case '/PARENT': {
-        const acct = byKey();
+        const acct = await byKey();
         const topo = api.supervisor.topologyOf(acct.id);
         const node = id('NODE');
         if (!topo.has(node)) throw new LegacyFail('NO_NODE');
@@ -175,7 +177,7 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         return ok(parent);
       }
       case '/CHILD': {
-        const acct = byKey();
+        const acct = await byKey();
         const topo = api.supervisor.topologyOf(acct.id);
         const node = get('NODE');
         if (node === undefined || node === '') return ok([...topo.roots()].sort().join(','));
@@ -184,31 +186,31 @@ export async function handleLegacy(api: OperatorApi, url: URL): Promise<ApiRespo
         return ok([...topo.childrenOf(n)].sort().join(','));
       }
       case '/ADDINTROUTER': {
-        const acct = byKey();
+        const acct = await byKey();
         const r = id('ROID');
         await change(acct, { op: 'router-add', name: r });
         return ok(r);
       }
       case '/DELINTROUTER': {
-        const acct = byKey();
+        const acct = await byKey();
         const r = id('ROID');
         await change(acct, { op: 'router-delete', name: r });
         return ok(r);
       }
       case '/ADDNODEINTROUTER': {
-        const acct = byKey();
+        const acct = await byKey();
         const n = id('NOID');
         await change(acct, { op: 'member-add', router: id('ROID'), id: n });
         return ok(n);
       }
       case '/DELNODEINTROUTER': {
-        const acct = byKey();
+        const acct = await byKey();
         const n = id('NOID');
         await change(acct, { op: 'member-delete', router: id('ROID'), id: n });
         return ok(n);
       }
       case '/GETINTROUTER': {
-        const acct = byKey();
+        const acct = await byKey();
         const topo = api.supervisor.topologyOf(acct.id);
         const r = get('ROID');
         if (r === undefined || r === '') return ok([...topo.routers.keys()].sort().join(','));

@@ -85,17 +85,18 @@ export class Metrics {
       name: 'p2pc_held_messages',
       help: 'messages held for offline devices',
       registers: [this.registry],
-      collect() {
-        this.set(store.heldCount());
+      async collect() {
+        this.set(await store.heldCount());
       },
     });
     new Counter({
       name: 'p2pc_held_dropped_total',
       help: 'held messages dropped because a device reached its HOLDBUFFER',
       registers: [this.registry],
-      collect() {
+      async collect() {
+        const n = await store.heldDropped();
         this.reset();
-        this.inc(store.heldDropped());
+        this.inc(n);
       },
     });
     new Gauge({
@@ -103,9 +104,10 @@ export class Metrics {
       help: 'outbox messages (e-mail and SMS) by state',
       labelNames: ['state'],
       registers: [this.registry],
-      collect() {
+      async collect() {
+        const counts = await store.outboxCounts();
         this.reset();
-        for (const [state, n] of Object.entries(store.outboxCounts())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
     new Gauge({

@@ -94,7 +94,7 @@ export class OperatorApi {
             throw new ApiError(400, 'INVALID_PATH', `bad percent-encoding in the path segment for {${n}}`, n);
           }
         });
-        return await route.handler(this.context(req, params, url.searchParams));
+        return await route.handler(await this.context(req, params, url.searchParams));
       }
       const known = this.routes.some((r) => r.pattern.test(url.pathname));
       if (known) throw new ApiError(405, 'METHOD_NOT_ALLOWED', `${req.method} is not supported on ${url.pathname}`);
@@ -104,11 +104,11 @@ export class OperatorApi {
     }
   }
 
-  private context(req: ApiRequest, params: Params, query: URLSearchParams): Context {
+  private async context(req: ApiRequest, params: Params, query: URLSearchParams): Promise<Context> {
     const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
     const token = this.config.HTTP.ADMIN_TOKEN;
     const admin = token !== '' && bearer !== '' && safeEqual(bearer, token);
-    const caller = !admin && /^[0-9a-fA-F]{32}$/.test(bearer) ? this.store.accountByKey(bearer) : null;
+    const caller = !admin && /^[0-9a-fA-F]{32}$/.test(bearer) ? await this.store.accountByKey(bearer) : null;
     let parsed: Record<string, unknown> | null = null;
     return {
       req,
@@ -161,7 +161,7 @@ export class OperatorApi {
   }
 
   /** The account named in the path ({account} = e-mail or "me"), if the caller may act on it. */
-  account(ctx: Context): AccountRecord {
+  async account(ctx: Context): Promise<AccountRecord> {
     const name = ctx.params.account!;
     if (!ctx.admin && ctx.caller === null) {
       throw new ApiError(401, 'UNAUTHORIZED', 'this call needs Authorization: Bearer <account KEY or admin token>');
@@ -176,7 +176,7 @@ export class OperatorApi {
       }
       return ctx.caller!;
     }
-    const acct = this.store.accountByEmail(name);
+    const acct = await this.store.accountByEmail(name);
     if (acct === null) throw new ApiError(404, 'NO_ACCOUNT', `no account ${name}`);
     return acct;
   }
@@ -188,11 +188,11 @@ export class OperatorApi {
   }
 
   async resetKey(acct: AccountRecord): Promise<AccountRecord> {
-    const updated = this.store.resetKey(acct.id);
+    const updated = await this.store.resetKey(acct.id);
     await this.supervisor.accountChanged(updated);
     this.log.info({ email: acct.email }, 'account KEY reset');
     // The owner hears about it through the outbox (when mail is configured).
-    this.supervisor.outbox?.system(
+    await this.supervisor.outbox?.system(
       updated.email,
       'Your P2Pcluster KEY was reset',
       `The KEY of your account ${updated.email} was reset; the old KEY no longer works.\r\n` +
@@ -202,7 +202,7 @@ export class OperatorApi {
   }
 
   async deleteAccount(acct: AccountRecord): Promise<void> {
-    this.store.deleteAccount(acct.id);
+    await this.store.deleteAccount(acct.id);
     await this.supervisor.accountChanged(acct, true);
     this.log.info({ email: acct.email }, 'account deleted');
   }
@@ -224,9 +224,9 @@ export class OperatorApi {
       return { status: 200, headers: { 'content-type': this.metrics.contentType }, body };
     });
 
-    r('GET', '/api/v1/accounts', (ctx) => {
+    r('GET', '/api/v1/accounts', async (ctx) => {
       this.requireAdmin(ctx);
-      return json(200, { accounts: this.store.listAccounts().map(publicAccount) });
+      return json(200, { accounts: (await this.store.listAccounts()).map(publicAccount) });
     });
     r('POST', '/api/v1/accounts', async (ctx) => {
       this.requireAdmin(ctx);
@@ -235,7 +235,7 @@ export class OperatorApi {
       const password = b.password === undefined ? null : str(b, 'password');
       const level = b.level === undefined ? this.config.USER.DEFAULT_LEVEL : int(b, 'level', 1, 4);
       try {
-        const acct = this.store.createAccount(email, password, level);
+        const acct = await this.store.createAccount(email, password, level);
         this.log.info({ email }, 'account created');
         if (this.config.TLS.PSK) await this.supervisor.accountChanged(acct); // PSK lookups are synchronous
         return json(201, { email: acct.email, key: acct.key, level: acct.level });
@@ -247,43 +247,45 @@ export class OperatorApi {
         throw err;
       }
     });
-    r('GET', '/api/v1/accounts/{account}', (ctx) => {
-      const acct = this.account(ctx);
+    r('GET', '/api/v1/accounts/{account}', async (ctx) => {
+      const acct = await this.account(ctx);
       return json(200, ctx.admin ? { ...publicAccount(acct), key: acct.key } : publicAccount(acct));
     });
     r('DELETE', '/api/v1/accounts/{account}', async (ctx) => {
       this.requireAdmin(ctx);
-      await this.deleteAccount(this.account(ctx));
+      await this.deleteAccount(await this.account(ctx));
       return noContent();
     });
     r('POST', '/api/v1/accounts/{account}/key', async (ctx) => {
-      const acct = await this.resetKey(this.account(ctx));
+      const acct = await this.resetKey(await this.account(ctx));
       return json(200, { email: acct.email, key: acct.key });
     });
     r('PUT', '/api/v1/accounts/{account}/level', async (ctx) => {
       this.requireAdmin(ctx);
-      const acct = this.account(ctx);
-      const updated = this.store.setLevel(acct.id, int(ctx.body(), 'level', 1, 4));
+      const acct = await this.account(ctx);
+      const updated = await this.store.setLevel(acct.id, int(ctx.body(), 'level', 1, 4));
       await this.supervisor.accountChanged(updated);
       return json(200, publicAccount(updated));
     });
     r('GET', '/api/v1/accounts/{account}/devices', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const devices = await this.supervisor.devicesOnline(acct.id);
       devices.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       if (ctx.query.get('all') === undefined || ctx.query.get('all') === null) return json(200, { devices });
       // ?all: every device ever registered, online or not, with its last-seen time (§5a).
       const online = new Map(devices.map((d) => [d.id, d.shard]));
-      const known = this.store.knownDevices(acct.id).map((d) => ({
+      const known = (await this.store.knownDevices(acct.id)).map((d) => ({
         id: d.id,
         online: online.has(d.id),
         lastSeen: Math.floor(d.lastSeen / 1000),
       }));
       return json(200, { devices, known });
     });
-    r('GET', '/api/v1/accounts/{account}/stats', async (ctx) => json(200, await stateJson(this, this.account(ctx).id)));
-    r('GET', '/api/v1/accounts/{account}/events', (ctx) => {
-      const acct = this.account(ctx);
+    r('GET', '/api/v1/accounts/{account}/stats', async (ctx) =>
+      json(200, await stateJson(this, (await this.account(ctx)).id)),
+    );
+    r('GET', '/api/v1/accounts/{account}/events', async (ctx) => {
+      const acct = await this.account(ctx);
       if (ctx.req.streaming !== true) {
         throw new ApiError(400, 'STREAM_UNSUPPORTED', 'event streams are served on the HTTP port (HTTP.PORT) only');
       }
@@ -291,7 +293,7 @@ export class OperatorApi {
     });
     r('POST', '/api/v1/accounts/{account}/push', async (ctx) => {
       // An operator's test push: PUSH:<data> to each listed device, as the console's "test push" sends it.
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const b = ctx.body();
       const data = str(b, 'data');
       if (/[\r\n]/.test(data) || data.length > this.config.NODE.MAX_LINE) {
@@ -307,7 +309,7 @@ export class OperatorApi {
     });
     r('DELETE', '/api/v1/accounts/{account}/devices/{id}', async (ctx) => {
       // A server-side kick: the connection is closed, its will fires and watchers hear OFFLINE (§5a).
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const id = this.deviceId(ctx.params.id, 'id');
       if (!(await this.supervisor.kickDevice(acct.id, id))) {
         throw new ApiError(404, 'NOT_ONLINE', `device ${id} is not online`);
@@ -315,14 +317,14 @@ export class OperatorApi {
       return noContent();
     });
 
-    r('GET', '/api/v1/accounts/{account}/held', (ctx) => {
-      const acct = this.account(ctx);
-      return json(200, { devices: this.store.heldSummary(acct.id) });
+    r('GET', '/api/v1/accounts/{account}/held', async (ctx) => {
+      const acct = await this.account(ctx);
+      return json(200, { devices: await this.store.heldSummary(acct.id) });
     });
-    r('GET', '/api/v1/accounts/{account}/outbox', (ctx) => {
-      const acct = this.account(ctx);
+    r('GET', '/api/v1/accounts/{account}/outbox', async (ctx) => {
+      const acct = await this.account(ctx);
       const limit = Math.min(1000, Math.max(1, Number(ctx.query.get('limit') ?? 100) || 100));
-      const messages = this.store.listOutbox(acct.id, limit).map((m) => ({
+      const messages = (await this.store.listOutbox(acct.id, limit)).map((m) => ({
         id: m.id,
         kind: m.kind,
         to: m.recipient,
@@ -337,9 +339,9 @@ export class OperatorApi {
     });
 
     // tree
-    r('GET', '/api/v1/accounts/{account}/tree', (ctx) => json(200, treeJson(this, this.account(ctx))));
+    r('GET', '/api/v1/accounts/{account}/tree', async (ctx) => json(200, treeJson(this, await this.account(ctx))));
     r('POST', '/api/v1/accounts/{account}/tree/nodes', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const b = ctx.body();
       const id = this.deviceId(b.id, 'id');
       const parent = b.parent === undefined || b.parent === null ? null : this.deviceId(b.parent, 'parent');
@@ -347,7 +349,7 @@ export class OperatorApi {
       return json(201, { id, parent });
     });
     r('PATCH', '/api/v1/accounts/{account}/tree/nodes/{id}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const id = this.deviceId(ctx.params.id, 'id');
       const b = ctx.body();
       const hasParent = Object.hasOwn(b, 'parent');
@@ -371,7 +373,7 @@ export class OperatorApi {
       return json(200, { id: finalId, parent: this.supervisor.topologyOf(acct.id).parentOf(finalId) });
     });
     r('DELETE', '/api/v1/accounts/{account}/tree/nodes/{id}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const id = this.deviceId(ctx.params.id, 'id');
       const removed = [id];
       this.supervisor.topologyOf(acct.id).forEachDescendant(id, (d) => removed.push(d));
@@ -380,50 +382,50 @@ export class OperatorApi {
     });
 
     // routers
-    r('GET', '/api/v1/accounts/{account}/routers', (ctx) => {
-      const topo = this.supervisor.topologyOf(this.account(ctx).id);
+    r('GET', '/api/v1/accounts/{account}/routers', async (ctx) => {
+      const topo = this.supervisor.topologyOf((await this.account(ctx)).id);
       const routers = [...topo.routers].map(([name, m]) => ({ name, members: [...m].sort() }));
       return json(200, { routers: routers.sort((a, b) => (a.name < b.name ? -1 : 1)) });
     });
     r('POST', '/api/v1/accounts/{account}/routers', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const name = this.name(ctx.body().name, 'name');
       await this.change(acct, { op: 'router-add', name });
       return json(201, { name, members: [] });
     });
-    r('GET', '/api/v1/accounts/{account}/routers/{name}', (ctx) => {
-      const acct = this.account(ctx);
+    r('GET', '/api/v1/accounts/{account}/routers/{name}', async (ctx) => {
+      const acct = await this.account(ctx);
       const name = this.name(ctx.params.name, 'name');
       const members = this.supervisor.topologyOf(acct.id).routers.get(name);
       if (!members) throw new ApiError(404, 'NO_ROUTER', `no router ${name}`, 'name');
       return json(200, { name, members: [...members].sort() });
     });
     r('DELETE', '/api/v1/accounts/{account}/routers/{name}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       await this.change(acct, { op: 'router-delete', name: this.name(ctx.params.name, 'name') });
       return noContent();
     });
     r('PUT', '/api/v1/accounts/{account}/routers/{name}/members/{id}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const router = this.name(ctx.params.name, 'name');
       await this.change(acct, { op: 'member-add', router, id: this.deviceId(ctx.params.id, 'id') });
       return noContent();
     });
     r('DELETE', '/api/v1/accounts/{account}/routers/{name}/members/{id}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const router = this.name(ctx.params.name, 'name');
       await this.change(acct, { op: 'member-delete', router, id: this.deviceId(ctx.params.id, 'id') });
       return noContent();
     });
 
     // aliases
-    r('GET', '/api/v1/accounts/{account}/aliases', (ctx) => {
-      const topo = this.supervisor.topologyOf(this.account(ctx).id);
+    r('GET', '/api/v1/accounts/{account}/aliases', async (ctx) => {
+      const topo = this.supervisor.topologyOf((await this.account(ctx)).id);
       const aliases = [...topo.aliases].map(([name, targets]) => ({ name, targets }));
       return json(200, { aliases: aliases.sort((a, b) => (a.name < b.name ? -1 : 1)) });
     });
     r('PUT', '/api/v1/accounts/{account}/aliases/{name}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       const name = this.name(ctx.params.name, 'name');
       const b = ctx.body();
       const raw = b.targets ?? (b.target === undefined ? undefined : [b.target]);
@@ -435,7 +437,7 @@ export class OperatorApi {
       return json(200, { name, targets: [...new Set(targets)] });
     });
     r('DELETE', '/api/v1/accounts/{account}/aliases/{name}', async (ctx) => {
-      const acct = this.account(ctx);
+      const acct = await this.account(ctx);
       await this.change(acct, { op: 'alias-delete', name: this.name(ctx.params.name, 'name') });
       return noContent();
     });

@@ -44,6 +44,9 @@ export class Outbox {
   private readonly inFlight = new Map<number, OutboxItem>();
   private running: Promise<unknown>[] = [];
   private stopped = false;
+  /** The pass handing due messages to the pool, while one runs; another was asked for meanwhile. */
+  private pumping: Promise<void> | null = null;
+  private pumpAgain = false;
 
   constructor(store: Store, config: Config, log: Logger) {
     this.store = store;
@@ -69,22 +72,28 @@ export class Outbox {
    * A device's message: validated, rate-limited and stored; '' on success. The plan flags are checked by the
    * shard; here the transport and the account's hourly budget.
    */
-  submit(accountId: number, kind: 'mail' | 'sms', to: string, subject: string, body: string): FailCode | '' {
+  async submit(
+    accountId: number,
+    kind: 'mail' | 'sms',
+    to: string,
+    subject: string,
+    body: string,
+  ): Promise<FailCode | ''> {
     if (kind === 'mail' && !this.mailEnabled) return 'MAIL_DISABLED';
     if (kind === 'sms' && !this.smsEnabled) return 'SMS_DISABLED';
     if (kind === 'mail' ? !isValidEmail(to) : !isValidPhone(to)) return 'INVALID_ID';
     const rate = this.config.EMAIL.RATE_PER_HOUR;
     const now = Date.now();
-    if (rate > 0 && this.store.countOutboxSince(accountId, now - 3600_000) >= rate) return 'RATE_LIMIT';
-    this.store.enqueue({ accountId, kind, recipient: to, subject, body }, now);
+    if (rate > 0 && (await this.store.countOutboxSince(accountId, now - 3600_000)) >= rate) return 'RATE_LIMIT';
+    await this.store.enqueue({ accountId, kind, recipient: to, subject, body }, now);
     this.pump();
     return '';
   }
 
   /** A system e-mail (sign-up, key reset); false when mail is not configured. */
-  system(to: string, subject: string, body: string): boolean {
+  async system(to: string, subject: string, body: string): Promise<boolean> {
     if (!this.mailEnabled) return false;
-    this.store.enqueue({ accountId: null, kind: 'mail', recipient: to, subject, body }, Date.now());
+    await this.store.enqueue({ accountId: null, kind: 'mail', recipient: to, subject, body }, Date.now());
     this.pump();
     return true;
   }
@@ -123,17 +132,33 @@ export class Outbox {
     return { kind: 'sms', settings: sms, to: item.recipient, body: bytesToText(item.body) };
   }
 
-  /** Hands due messages to the pool, up to its size. */
+  /** Hands due messages to the pool, up to its size (one pass at a time; a request meanwhile runs once more). */
   private pump(): void {
+    if (this.pumping !== null) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = this.pumpOnce()
+      .catch((err: unknown) => this.log.error({ err }, 'outbox pass failed'))
+      .finally(() => {
+        this.pumping = null;
+        if (this.pumpAgain && !this.stopped) {
+          this.pumpAgain = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async pumpOnce(): Promise<void> {
     if (this.stopped || (!this.mailEnabled && !this.smsEnabled)) return;
     const free = this.config.EMAIL.POOL * 2 - this.inFlight.size;
     if (free <= 0) return;
     const now = Date.now();
-    for (const item of this.store.dueOutbox(now, free)) {
-      if (this.inFlight.has(item.id)) continue;
+    for (const item of await this.store.dueOutbox(now, free)) {
+      if (this.inFlight.has(item.id) || this.stopped) continue;
       this.inFlight.set(item.id, item);
       // Lease: if the process dies mid-send, the message is due again after LEASE_MS.
-      this.store.updateOutbox(item.id, 'queued', item.attempts, now + LEASE_MS, item.lastError);
+      await this.store.updateOutbox(item.id, 'queued', item.attempts, now + LEASE_MS, item.lastError);
       this.pool ??= new Piscina({ filename: WORKER, maxThreads: this.config.EMAIL.POOL, minThreads: 1 });
       const p = this.pool
         .run(this.settings(item))
@@ -149,34 +174,41 @@ export class Outbox {
     }
   }
 
-  private settle(item: OutboxItem, r: DeliveryResult): void {
+  private async settle(item: OutboxItem, r: DeliveryResult): Promise<void> {
     if (this.stopped) return;
     const attempts = item.attempts + 1;
     const now = Date.now();
-    if (r.ok) {
-      this.store.updateOutbox(item.id, 'sent', attempts, now, null);
-      return;
+    try {
+      if (r.ok) {
+        await this.store.updateOutbox(item.id, 'sent', attempts, now, null);
+        return;
+      }
+      const error = (r.error ?? 'unknown error').slice(0, 500);
+      if (r.permanent || attempts >= this.config.EMAIL.MAX_TRIES) {
+        await this.store.updateOutbox(item.id, 'failed', attempts, now, error);
+        this.log.warn({ id: item.id, kind: item.kind, attempts, error }, 'outbox message failed');
+        return;
+      }
+      const delay = Math.min(MAX_BACKOFF_MS, this.config.EMAIL.RETRY_BASE_S * 1000 * 2 ** (attempts - 1));
+      await this.store.updateOutbox(item.id, 'queued', attempts, now + delay, error);
+    } catch (err) {
+      // The lease expires and the message is tried again: at least once, never lost.
+      this.log.error({ err, id: item.id }, 'recording an outbox attempt failed');
     }
-    const error = (r.error ?? 'unknown error').slice(0, 500);
-    if (r.permanent || attempts >= this.config.EMAIL.MAX_TRIES) {
-      this.store.updateOutbox(item.id, 'failed', attempts, now, error);
-      this.log.warn({ id: item.id, kind: item.kind, attempts, error }, 'outbox message failed');
-      return;
-    }
-    const delay = Math.min(MAX_BACKOFF_MS, this.config.EMAIL.RETRY_BASE_S * 1000 * 2 ** (attempts - 1));
-    this.store.updateOutbox(item.id, 'queued', attempts, now + delay, error);
   }
 
   /** Stops taking work; attempts under way get a few seconds to finish (the rest stay queued). */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.pumpAgain = false;
+    await this.pumping;
     await Promise.race([Promise.allSettled(this.running), new Promise((r) => setTimeout(r, 3000).unref())]);
     this.stopped = true;
     // Attempts still hanging: release their leases so the next start sends them at once.
     const now = Date.now();
     for (const item of this.inFlight.values()) {
       try {
-        this.store.updateOutbox(item.id, 'queued', item.attempts, now, item.lastError);
+        await this.store.updateOutbox(item.id, 'queued', item.attempts, now, item.lastError);
       } catch {
         // the store may already be closing; the lease then expires by itself
       }

@@ -10,8 +10,8 @@ import {
   type HeldSummary,
   type HoldRequest,
   type OutboxItem,
-  type Store,
   StoreError,
+  type SyncStore,
 } from './store.ts';
 
 const MIGRATIONS: readonly string[] = [
@@ -140,7 +140,7 @@ function toRecord(row: Row | undefined): AccountRecord | null {
 
 const COLS = 'id, email, key, level, created_at';
 
-export class SqliteStore implements Store {
+export class SqliteStore implements SyncStore {
   private readonly db: DatabaseSync;
   private readonly stmts = new Map<string, StatementSync>();
 

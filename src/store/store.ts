@@ -1,5 +1,9 @@
-// The storage interface. The embedded implementation is SQLite (node:sqlite); a Redis one comes with
-// cluster mode, and both must pass the contract suite in test/store.contract.ts.
+// The storage interface. Every method answers through a Promise (`Store`), so the server runs the same on the
+// embedded SQLite store (node:sqlite, synchronous underneath: `SyncStore`, wrapped by `embeddedStore`) and on the
+// Redis store of cluster mode (src/store/redis.ts). Both pass the contract suite in test/store.contract.ts.
+//
+// Order: an implementation carries out calls in the order they are made (SQLite at the call, Redis in command
+// order on one connection), so callers may issue several calls without awaiting each and rely on their order.
 
 import type { TopologyChange } from '../routing/changes.ts';
 
@@ -12,7 +16,8 @@ export interface AccountRecord {
   createdAt: number;
 }
 
-export interface Store {
+/** The embedded store's synchronous form (SqliteStore). */
+export interface SyncStore {
   /** Creates an account with a fresh random KEY. Throws StoreError 'EXISTS' for a taken e-mail. */
   createAccount(email: string, password: string | null, level: number): AccountRecord;
   accountByKey(key: string): AccountRecord | null;
@@ -112,6 +117,29 @@ export interface HeldSummary {
   count: number;
   oldest: number | null;
   dropped: number;
+}
+
+/** The storage interface the server uses: every SyncStore method, answering through a Promise. */
+export type Store = {
+  [K in keyof SyncStore]: SyncStore[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never;
+};
+
+/** The Store view of a synchronous store: each call runs at once (so calls keep their order) and settles a Promise. */
+export function embeddedStore(sync: SyncStore): Store {
+  const out: Record<string, unknown> = {};
+  const proto = Object.getPrototypeOf(sync) as object;
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    const fn = (sync as unknown as Record<string, unknown>)[name];
+    if (name === 'constructor' || typeof fn !== 'function') continue;
+    out[name] = (...args: unknown[]): Promise<unknown> => {
+      try {
+        return Promise.resolve((fn as (...a: unknown[]) => unknown).apply(sync, args));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+  }
+  return out as Store;
 }
 
 export class StoreError extends Error {

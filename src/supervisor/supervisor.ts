@@ -75,6 +75,10 @@ export class Supervisor {
   /** (account:ID) pairs with held messages, so a registration with nothing held costs no query. */
   private readonly heldKeys = new Set<string>();
   private purgeTimer: NodeJS.Timeout | null = null;
+  /** Store work that must keep the shards' op order (see inOrder). */
+  private storeQueue: Promise<void> = Promise.resolve();
+  /** Topology changes of an account, one unit after the other (validation, store, replication). */
+  private readonly topologyLocks = new Map<number, Promise<void>>();
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
   private readonly kickQueries = new Map<number, (kicked: boolean) => void>();
   private readonly pushQueries = new Map<number, (delivered: number, held: string[]) => void>();
@@ -102,17 +106,16 @@ export class Supervisor {
 
   /** Spawns every shard and resolves once all of them listen. */
   async start(): Promise<void> {
-    for (const k of this.store.heldKeys()) this.heldKeys.add(`${k.accountId}:${k.id}`);
+    for (const k of await this.store.heldKeys()) this.heldKeys.add(`${k.accountId}:${k.id}`);
     this.purgeTimer = setInterval(() => {
-      try {
-        this.store.purgeHeld(Date.now());
-      } catch (err) {
+      this.store.purgeHeld(Date.now()).catch((err: unknown) => {
         this.log.error({ err }, 'purging expired held messages failed');
-      }
+      });
     }, 60000);
     this.purgeTimer.unref();
-    for (const acct of this.store.listAccounts()) {
-      const changes = this.store.loadTopology(acct.id);
+    const accounts = await this.store.listAccounts();
+    for (const acct of accounts) {
+      const changes = await this.store.loadTopology(acct.id);
       if (changes.length === 0) continue;
       const t = new Topology();
       for (const c of changes) applyChange(t, c);
@@ -134,7 +137,8 @@ export class Supervisor {
         ports[j]![i] = ch.port2;
       }
     }
-    for (let i = 0; i < n; i++) this.spawn(i, ports[i]!);
+    const psk = await this.pskAccounts();
+    for (let i = 0; i < n; i++) this.spawn(i, ports[i]!, psk);
     await this.allReady();
     this.log.info({ port: this.port, shards: n }, 'device port listening');
   }
@@ -144,7 +148,26 @@ export class Supervisor {
     return new Promise((resolve) => this.readyWaiters.push(resolve));
   }
 
-  private spawn(index: number, peers: (MessagePort | undefined)[]): void {
+  /** Accounts a shard's TLS-PSK listener knows at start (later ones reach it as ACCOUNT_UPDATE). */
+  private async pskAccounts(): Promise<[number, string, string, number][]> {
+    if (!this.config.TLS.PSK) return [];
+    return (await this.store.listAccounts()).map((a): [number, string, string, number] => [
+      a.id,
+      a.email,
+      a.key,
+      a.level,
+    ]);
+  }
+
+  /**
+   * Runs store work in the order the shards' ops asked for it (holds before a backlog fetch, last-seen updates
+   * before a STATUS read), one task after the other; a failure is logged and does not stop the queue.
+   */
+  private inOrder(what: string, task: () => Promise<void>): void {
+    this.storeQueue = this.storeQueue.then(task).catch((err: unknown) => this.log.error({ err }, what));
+  }
+
+  private spawn(index: number, peers: (MessagePort | undefined)[], psk: [number, string, string, number][]): void {
     const control = new MessageChannel();
     const init: ShardInit = {
       index,
@@ -159,7 +182,7 @@ export class Supervisor {
       control: control.port2,
       peers,
       topology: this.topologySnapshot(),
-      accounts: this.config.TLS.PSK ? this.store.listAccounts().map((a) => [a.id, a.email, a.key, a.level]) : [],
+      accounts: psk,
     };
     const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
     const worker = new Worker(SHARD_ENTRY, { workerData: init, transferList: transfer, name: `shard-${index}` });
@@ -172,14 +195,14 @@ export class Supervisor {
   }
 
   /** Held pushes of one owner shard's batch: stored in one transaction, then answered to their origin shards. */
-  private holdBatch(batch: HoldOp[]): void {
+  private async holdBatch(batch: HoldOp[]): Promise<void> {
     const now = Date.now();
     const ttl = this.config.NODE.HOLD_TTL * 1000;
     const keep: HoldRequest[] = [];
     const answers: [HoldOp, boolean][] = [];
-    for (const h of batch) {
-      const known = this.isKnownDevice(h.accountId, h.id);
-      if (known) {
+    const known = await Promise.all(batch.map((h) => this.isKnownDevice(h.accountId, h.id)));
+    batch.forEach((h, k) => {
+      if (known[k]) {
         keep.push({
           accountId: h.accountId,
           id: h.id,
@@ -189,30 +212,30 @@ export class Supervisor {
         });
         this.heldKeys.add(`${h.accountId}:${h.id}`);
       }
-      if (h.req !== 0) answers.push([h, known]);
-    }
+      if (h.req !== 0) answers.push([h, known[k]!]);
+    });
     let stored = true;
     try {
-      this.store.hold(keep, now);
+      if (keep.length > 0) await this.store.hold(keep, now);
     } catch (err) {
       this.log.error({ err }, 'holding messages failed');
       stored = false;
     }
-    for (const [h, known] of answers) {
+    for (const [h, isKnown] of answers) {
       const c = this.shards[h.origin]?.control;
-      c?.ops.push(OP.HOLD_RESULT, h.req, known && stored ? 'DATA_HELD' : 'REM_ID');
+      c?.ops.push(OP.HOLD_RESULT, h.req, isKnown && stored ? 'DATA_HELD' : 'REM_ID');
     }
     for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
   }
 
   /** §5 Hold: a device in the tree, in a router, an alias target, or registered before. */
-  private isKnownDevice(accountId: number, id: string): boolean {
+  private async isKnownDevice(accountId: number, id: string): Promise<boolean> {
     const t = this.topologies.get(accountId);
     if (t !== undefined) {
       if (t.has(id) || t.routersOf(id).size > 0) return true;
       for (const targets of t.aliases.values()) if (targets.includes(id)) return true;
     }
-    return this.store.lastSeen(accountId, id) !== null;
+    return (await this.store.lastSeen(accountId, id)) !== null;
   }
 
   private onShardOps(index: number, ops: unknown[]): void {
@@ -237,8 +260,15 @@ export class Supervisor {
         case OP.UID_LOOKUP: {
           const req = ops[i++] as number;
           const value = ops[i++] as string;
-          const acct = op === OP.KEY_LOOKUP ? this.store.accountByKey(value) : this.store.accountByEmail(value);
-          link.ops.push(OP.KEY_RESULT, req, acct?.id ?? 0, acct?.key ?? '', acct?.level ?? 0);
+          const lookup = op === OP.KEY_LOOKUP ? this.store.accountByKey(value) : this.store.accountByEmail(value);
+          lookup
+            .then((acct) => link.ops.push(OP.KEY_RESULT, req, acct?.id ?? 0, acct?.key ?? '', acct?.level ?? 0))
+            .catch((err: unknown) => {
+              // The shard retries nothing: an unanswered lookup would block its connection, so answer "unknown".
+              this.log.error({ err }, 'KEY lookup failed');
+              link.ops.push(OP.KEY_RESULT, req, 0, '', 0);
+            })
+            .finally(() => link.flush());
           break;
         }
         case OP.STOPPED:
@@ -256,24 +286,32 @@ export class Supervisor {
         case OP.HELD_FETCH: {
           // Holds earlier on this port (the owner's) are stored first, so the backlog includes them.
           if (holds.length > 0) {
-            this.holdBatch(holds);
-            holds.length = 0;
+            const batch = holds.splice(0);
+            this.inOrder('holding messages failed', () => this.holdBatch(batch));
           }
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
           const handle = ops[i++] as number;
           const level = ops[i++] as number;
           const key = `${accountId}:${id}`;
-          let data: string[] = [];
-          if (this.heldKeys.has(key)) {
-            this.heldKeys.delete(key);
-            data = this.store.takeHeld(accountId, id, Date.now());
-          }
-          const target = this.shards[shardOf(handle)]?.control;
-          if (target) {
-            target.ops.push(OP.HELD_DATA, handle, accountId, id, level, data.length, ...data);
-            if (target !== link) target.flush();
-          }
+          this.inOrder('fetching held messages failed', async () => {
+            let data: string[] = [];
+            if (this.heldKeys.has(key)) {
+              this.heldKeys.delete(key);
+              try {
+                data = await this.store.takeHeld(accountId, id, Date.now());
+              } catch (err) {
+                this.heldKeys.add(key); // still there: fetched on its next registration
+                this.log.error({ err }, 'fetching held messages failed');
+              }
+            }
+            // Always answered: the device's output waits for this backlog's place.
+            const target = this.shards[shardOf(handle)]?.control;
+            if (target) {
+              target.ops.push(OP.HELD_DATA, handle, accountId, id, level, data.length, ...data);
+              target.flush();
+            }
+          });
           break;
         }
         case OP.METRICS_RESULT: {
@@ -289,11 +327,16 @@ export class Supervisor {
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
           // Pending last-seen updates of this batch first, so a device that just left reads as left.
-          if (seen.length > 0) {
-            this.store.markSeen(seen, Date.now());
-            seen.length = 0;
-          }
-          link.ops.push(OP.STATUS_RESULT, req, this.store.lastSeen(accountId, id) ?? -1);
+          if (seen.length > 0) this.markSeen(seen.splice(0));
+          this.inOrder('STATUS failed', async () => {
+            let at = -1;
+            try {
+              at = (await this.store.lastSeen(accountId, id)) ?? -1;
+            } finally {
+              link.ops.push(OP.STATUS_RESULT, req, at);
+              link.flush();
+            }
+          });
           break;
         }
         case OP.SEEN: {
@@ -334,17 +377,19 @@ export class Supervisor {
           const to = ops[i++] as string;
           const subject = ops[i++] as string;
           const body = ops[i++] as string;
-          let result: string;
-          if (this.outbox === null) result = kind === 'mail' ? 'MAIL_DISABLED' : 'SMS_DISABLED';
+          const outbox = this.outbox;
+          const answer = (result: string): void => {
+            link.ops.push(OP.OUTBOX_RESULT, req, result);
+            link.flush();
+          };
+          if (outbox === null) answer(kind === 'mail' ? 'MAIL_DISABLED' : 'SMS_DISABLED');
           else {
-            try {
-              result = this.outbox.submit(account, kind, to, subject, body);
-            } catch (err) {
+            // Durable before [OK:MAIL_SENT]: the answer waits for the store.
+            outbox.submit(account, kind, to, subject, body).then(answer, (err: unknown) => {
               this.log.error({ err }, 'outbox write failed');
-              result = 'UNAVAILABLE';
-            }
+              answer('UNAVAILABLE');
+            });
           }
-          link.ops.push(OP.OUTBOX_RESULT, req, result);
           break;
         }
         case OP.HTTP_REQUEST: {
@@ -391,14 +436,8 @@ export class Supervisor {
           i = ops.length;
       }
     }
-    if (holds.length > 0) this.holdBatch(holds);
-    if (seen.length > 0) {
-      try {
-        this.store.markSeen(seen, Date.now());
-      } catch (err) {
-        this.log.error({ err }, 'recording last-seen failed');
-      }
-    }
+    if (holds.length > 0) this.inOrder('holding messages failed', () => this.holdBatch(holds));
+    if (seen.length > 0) this.markSeen(seen);
     link.flush();
   }
 
@@ -426,10 +465,17 @@ export class Supervisor {
     slot.crashes = slot.crashes.filter((t) => now - t < 60000);
     slot.crashes.push(now);
     const delay = Math.min(5000, 50 * 2 ** (slot.crashes.length - 1));
-    setTimeout(() => this.respawn(index), delay).unref();
+    setTimeout(() => void this.respawn(index), delay).unref();
   }
 
-  private respawn(index: number): void {
+  private async respawn(index: number): Promise<void> {
+    if (this.stopping) return;
+    let psk: [number, string, string, number][] = [];
+    try {
+      psk = await this.pskAccounts();
+    } catch (err) {
+      this.log.error({ err }, 'reading accounts for TLS-PSK failed; the shard starts without them');
+    }
     if (this.stopping) return;
     const peers: (MessagePort | undefined)[] = new Array(this.shardCount).fill(undefined);
     for (let j = 0; j < this.shardCount; j++) {
@@ -440,7 +486,13 @@ export class Supervisor {
       const msg: PortMessage = { kind: 'peer-port', peer: index, port: ch.port2 };
       if (other.control) other.control.port.postMessage(msg, [ch.port2]);
     }
-    this.spawn(index, peers);
+    // The PSK list is read before the channels above are made, so nothing awaits between making and spawning.
+    this.spawn(index, peers, psk);
+  }
+
+  private markSeen(entries: { accountId: number; id: string }[]): void {
+    const now = Date.now();
+    this.inOrder('recording last-seen failed', () => this.store.markSeen(entries, now));
   }
 
   /** Every account's topology as TOPOLOGY control ops, for a shard that starts. */
@@ -503,6 +555,18 @@ export class Supervisor {
    * The synchronous part runs without yielding, so concurrent calls never interleave inside a unit.
    */
   async changeTopology(acct: AccountRecord, changes: TopologyChange | readonly TopologyChange[]): Promise<void> {
+    // One unit per account at a time: a later change validates against the state the earlier one left.
+    const prev = this.topologyLocks.get(acct.id) ?? Promise.resolve();
+    const run = prev.then(() => this.applyTopology(acct, changes));
+    const tail = run.catch(() => {});
+    this.topologyLocks.set(acct.id, tail);
+    void tail.then(() => {
+      if (this.topologyLocks.get(acct.id) === tail) this.topologyLocks.delete(acct.id);
+    });
+    return run;
+  }
+
+  private async applyTopology(acct: AccountRecord, changes: TopologyChange | readonly TopologyChange[]): Promise<void> {
     const list = Array.isArray(changes) ? (changes as readonly TopologyChange[]) : [changes as TopologyChange];
     if (list.some((c) => c.op === 'node-add') && planValue(this.config.USER['1TREE'], acct.level) === 0) {
       throw new TopologyFailure('TREE_FORBIDDEN', "the account's plan does not allow a tree");
@@ -511,15 +575,15 @@ export class Supervisor {
     const limit = planValue(this.config.USER['2NODEPERTREE'], acct.level);
     try {
       for (const c of list) applyChange(t, c, limit);
-      this.store.saveChanges(acct.id, list);
+      this.topologies.set(acct.id, t);
+      await this.store.saveChanges(acct.id, list);
     } catch (err) {
       // Invalid or refused by the store: rebuild the in-memory model from what is persisted.
       const fresh = new Topology();
-      for (const c of this.store.loadTopology(acct.id)) applyChange(fresh, c);
+      for (const c of await this.store.loadTopology(acct.id)) applyChange(fresh, c);
       this.topologies.set(acct.id, fresh);
       throw err;
     }
-    this.topologies.set(acct.id, t);
     const ops: unknown[] = [];
     for (const c of list) ops.push(OP.TOPOLOGY, acct.id, ...encodeChange(c));
     this.broadcast(ops);

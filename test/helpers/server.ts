@@ -34,7 +34,7 @@ export async function startTestServer(overrides: Blocks = {}, opts: { keepData?:
   };
   const server = await startServer({ overrides: base, env: {} });
   const newKey = (email?: string, level = 4): string =>
-    server.store.createAccount(email ?? `t${++accounts}-${process.pid}@test.example`, null, level).key;
+    server.embedded!.createAccount(email ?? `t${++accounts}-${process.pid}@test.example`, null, level).key;
   const key = newKey();
   const stop = server.stop;
   return Object.assign(server, {
