@@ -98,7 +98,7 @@ async function untilGone(from: TestClient, key: string, id: string): Promise<voi
 function unknownKey(): string {
   for (;;) {
     const k = Array.from({ length: 32 }, () => '0123456789ABCDEF'[Math.floor(Math.random() * 16)]).join('');
-    if (srv.store.accountByKey(k) === null) return k;
+    if (srv.embedded!.accountByKey(k) === null) return k;
   }
 }
 
