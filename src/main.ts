@@ -6,12 +6,14 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { startHttp } from './api/http.ts';
 import { OperatorApi } from './api/operator.ts';
+import { Backplane } from './cluster/backplane.ts';
 import { loadConfig } from './config/load.ts';
 import type { Config, ConfigOverrides } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { Outbox } from './services/outbox.ts';
+import { RedisStore } from './store/redis.ts';
 import { SqliteStore } from './store/sqlite.ts';
-import { embeddedStore, type Store } from './store/store.ts';
+import { embeddedStore, type Store, StoreError } from './store/store.ts';
 import { Supervisor } from './supervisor/supervisor.ts';
 
 export const DEFAULT_CONF = fileURLToPath(new URL('../config/Server.conf', import.meta.url));
@@ -46,8 +48,12 @@ export function resolveConfig(opts: StartOptions): Config {
   return loadConfig({ file: opts.configFile, defaultFile: DEFAULT_CONF, env: opts.env, overrides: opts.overrides });
 }
 
-/** The configured store: the embedded SQLite one (its synchronous handle too), or Redis in cluster mode. */
+/** The configured store: Redis in cluster mode (CLUSTER.REDIS_URL), else the embedded SQLite one (and its handle). */
 export async function openStore(config: Config): Promise<{ store: Store; embedded: SqliteStore | null }> {
+  if (config.CLUSTER.REDIS_URL !== '') {
+    const store = await RedisStore.open(config.CLUSTER.REDIS_URL, { prefix: config.CLUSTER.PREFIX });
+    return { store, embedded: null };
+  }
   const embedded = new SqliteStore(config.STORE.PATH);
   return { store: embeddedStore(embedded), embedded };
 }
@@ -57,9 +63,14 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const log = createLogger(config.LOG.LEVEL, { role: 'supervisor' });
   const { store, embedded } = await openStore(config);
   if ((await store.countAccounts()) === 0) {
-    const demo = await store.createAccount(DEMO_EMAIL, null, config.USER.DEFAULT_LEVEL);
-    log.info({ email: DEMO_EMAIL }, 'empty store: created the demo account');
-    if (opts.banner) printBanner(demo.key, config);
+    try {
+      const demo = await store.createAccount(DEMO_EMAIL, null, config.USER.DEFAULT_LEVEL);
+      log.info({ email: DEMO_EMAIL }, 'empty store: created the demo account');
+      if (opts.banner) printBanner(demo.key, config);
+    } catch (err) {
+      // Another node of a cluster starting at the same moment created it first.
+      if (!(err instanceof StoreError && err.code === 'EXISTS')) throw err;
+    }
   }
   const workers = config.PServer.WORKERS || availableParallelism();
   const supervisor = new Supervisor(config, store, log, workers);
@@ -68,8 +79,18 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const api = new OperatorApi(supervisor, store, config, log);
   supervisor.httpHandler = (req) => api.handle(req);
   let http: { server: Server; port: number };
+  let cluster: Backplane | null = null;
   try {
     await supervisor.start();
+    if (config.CLUSTER.REDIS_URL !== '') {
+      cluster = await Backplane.open(
+        config.CLUSTER.REDIS_URL,
+        { prefix: config.CLUSTER.PREFIX, node: config.CLUSTER.NODE_ID, devicePort: supervisor.port, log },
+        (ev) => supervisor.onClusterEvent(ev),
+        () => supervisor.resyncTopologies(),
+      );
+      supervisor.cluster = cluster;
+    }
     outbox.start();
     http = await startHttp(
       (req) => api.handle(req),
@@ -79,6 +100,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   } catch (err) {
     await outbox.stop();
     await supervisor.stop();
+    await cluster?.close();
     await store.close();
     throw err;
   }
@@ -102,6 +124,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         await closed;
         await supervisor.stop();
         await outbox.stop();
+        await cluster?.close();
         await store.close();
       })();
       return stopped;

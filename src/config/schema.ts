@@ -223,6 +223,15 @@ export const SCHEMA = {
   STORE: {
     PATH: { type: 'string', def: './data', doc: 'folder of the embedded store (SQLite)' },
   },
+  CLUSTER: {
+    REDIS_URL: {
+      type: 'string',
+      def: '',
+      doc: 'redis:// URL of the shared store and backplane of a cluster (empty = this server alone, embedded store)',
+    },
+    NODE_ID: { type: 'string', def: '', doc: 'name of this node in the cluster (empty = host name and device port)' },
+    PREFIX: { type: 'string', def: 'p2pc:', doc: 'prefix of every Redis key and channel of the cluster' },
+  },
   LOG: {
     LEVEL: { type: 'string', def: 'info', doc: 'fatal, error, warn, info, debug, trace or silent' },
   },

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ApiRequest, ApiResponse } from '../api/types.ts';
+import type { Backplane, ClusterEvent } from '../cluster/backplane.ts';
 import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
@@ -79,6 +80,10 @@ export class Supervisor {
   private storeQueue: Promise<void> = Promise.resolve();
   /** Topology changes of an account, one unit after the other (validation, store, replication). */
   private readonly topologyLocks = new Map<number, Promise<void>>();
+  /** Cluster mode: the other nodes, through Redis (null when this server runs alone). */
+  cluster: Backplane | null = null;
+  /** Cluster mode: the topology version each account's model was built at (absent: unknown, reload first). */
+  private readonly topologyVersions = new Map<number, number>();
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
   private readonly kickQueries = new Map<number, (kicked: boolean) => void>();
   private readonly pushQueries = new Map<number, (delivered: number, held: string[]) => void>();
@@ -534,14 +539,83 @@ export class Supervisor {
     });
   }
 
-  /** Tells every shard that an account's KEY or level changed, or that it was deleted; resolves once applied. */
-  async accountChanged(acct: AccountRecord, deleted = false): Promise<void> {
+  /**
+   * Tells every shard that an account's KEY or level changed, or that it was deleted; resolves once applied. In
+   * cluster mode the other nodes are told too (`remote`: this call is applying another node's news).
+   */
+  async accountChanged(acct: AccountRecord, deleted = false, remote = false): Promise<void> {
     this.broadcast([OP.ACCOUNT_UPDATE, acct.id, deleted ? '' : acct.key, acct.level, acct.email]);
     if (deleted) {
       this.topologies.delete(acct.id);
+      this.topologyVersions.delete(acct.id);
       this.broadcast([OP.TOPOLOGY_RESET, acct.id]);
     }
+    if (this.cluster !== null && !remote) {
+      await this.cluster.publish({
+        kind: 'account',
+        node: this.cluster.node,
+        account: acct.id,
+        email: acct.email,
+        key: acct.key,
+        level: acct.level,
+        deleted,
+      });
+    }
     await this.barrier();
+  }
+
+  /** Cluster mode: another node's news. */
+  onClusterEvent(ev: ClusterEvent): void {
+    if (ev.kind === 'account') {
+      const acct = { id: ev.account, email: ev.email, key: ev.key, level: ev.level, createdAt: 0 };
+      void this.accountChanged(acct, ev.deleted, true);
+      return;
+    }
+    // Topology: in this account's order (after any change this node is making).
+    void this.serialTopology(ev.account, async () => {
+      const at = this.topologyVersions.get(ev.account);
+      if (at !== undefined && ev.version === at + 1) {
+        const t = this.topologies.get(ev.account) ?? new Topology();
+        try {
+          for (const c of ev.changes) applyChange(t, c);
+          this.topologies.set(ev.account, t);
+          this.topologyVersions.set(ev.account, ev.version);
+          const ops: unknown[] = [];
+          for (const c of ev.changes) ops.push(OP.TOPOLOGY, ev.account, ...encodeChange(c));
+          this.broadcast(ops);
+          await this.barrier();
+          this.notify(ev.account, 'topology');
+          return;
+        } catch (err) {
+          this.log.warn({ err }, 'cluster: a topology change did not apply here; reloading the account');
+        }
+      }
+      if (at === undefined || ev.version > at) await this.reloadTopology(ev.account, ev.version);
+    }).catch((err: unknown) => this.log.error({ err }, 'cluster: applying a topology change failed'));
+  }
+
+  /** Cluster mode, after Redis came back: every account's topology may have moved on; reload them all. */
+  resyncTopologies(): void {
+    for (const account of [...this.topologies.keys()]) {
+      void this.serialTopology(account, async () => {
+        const version = (await this.cluster?.topologyVersion(account)) ?? 0;
+        if (version !== this.topologyVersions.get(account)) await this.reloadTopology(account, version);
+      }).catch((err: unknown) => this.log.error({ err }, 'cluster: resynchronising a topology failed'));
+    }
+    this.topologyVersions.clear(); // any account not loaded here reloads before its next change
+  }
+
+  /** Replaces an account's model (and every shard's replica) with what the store holds. */
+  private async reloadTopology(account: number, version: number): Promise<void> {
+    const fresh = new Topology();
+    for (const c of await this.store.loadTopology(account)) applyChange(fresh, c);
+    this.topologies.set(account, fresh);
+    this.topologyVersions.set(account, version);
+    const ops: unknown[] = [OP.TOPOLOGY_RESET, account];
+    for (const c of changesOf(fresh)) ops.push(OP.TOPOLOGY, account, ...encodeChange(c));
+    this.broadcast(ops);
+    await this.barrier();
+    this.notify(account, 'topology');
   }
 
   /** An account's topology (read-only use; changes go through changeTopology). */
@@ -552,22 +626,47 @@ export class Supervisor {
   /**
    * Validates, applies, persists and replicates changes as one unit; resolves when every shard applied
    * them. Throws (TopologyFailure for an invalid change, or a store error) with nothing changed.
-   * The synchronous part runs without yielding, so concurrent calls never interleave inside a unit.
    */
   async changeTopology(acct: AccountRecord, changes: TopologyChange | readonly TopologyChange[]): Promise<void> {
-    // One unit per account at a time: a later change validates against the state the earlier one left.
-    const prev = this.topologyLocks.get(acct.id) ?? Promise.resolve();
-    const run = prev.then(() => this.applyTopology(acct, changes));
-    const tail = run.catch(() => {});
-    this.topologyLocks.set(acct.id, tail);
+    // One unit per account at a time: a later change validates against the state the earlier one left. In
+    // cluster mode also one at a time across nodes (the account's lock), against the latest stored version.
+    const cluster = this.cluster;
+    if (cluster === null) {
+      await this.serialTopology(acct.id, () => this.applyTopology(acct, changes));
+      return;
+    }
+    await this.serialTopology(acct.id, () =>
+      cluster.withLock(`topo:${acct.id}`, async () => {
+        const version = await cluster.topologyVersion(acct.id);
+        if (this.topologyVersions.get(acct.id) !== version) await this.reloadTopology(acct.id, version);
+        const list = await this.applyTopology(acct, changes);
+        const next = await cluster.bumpTopologyVersion(acct.id);
+        this.topologyVersions.set(acct.id, next);
+        await cluster.publish({ kind: 'topology', node: cluster.node, account: acct.id, version: next, changes: list });
+      }),
+    );
+  }
+
+  /** Runs `fn` after every earlier topology unit of the account. */
+  private serialTopology<T>(account: number, fn: () => Promise<T>): Promise<T> {
+    const prev = this.topologyLocks.get(account) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.then(
+      () => {},
+      () => {},
+    );
+    this.topologyLocks.set(account, tail);
     void tail.then(() => {
-      if (this.topologyLocks.get(acct.id) === tail) this.topologyLocks.delete(acct.id);
+      if (this.topologyLocks.get(account) === tail) this.topologyLocks.delete(account);
     });
     return run;
   }
 
-  private async applyTopology(acct: AccountRecord, changes: TopologyChange | readonly TopologyChange[]): Promise<void> {
-    const list = Array.isArray(changes) ? (changes as readonly TopologyChange[]) : [changes as TopologyChange];
+  private async applyTopology(
+    acct: AccountRecord,
+    changes: TopologyChange | readonly TopologyChange[],
+  ): Promise<TopologyChange[]> {
+    const list = Array.isArray(changes) ? [...(changes as readonly TopologyChange[])] : [changes as TopologyChange];
     if (list.some((c) => c.op === 'node-add') && planValue(this.config.USER['1TREE'], acct.level) === 0) {
       throw new TopologyFailure('TREE_FORBIDDEN', "the account's plan does not allow a tree");
     }
@@ -589,6 +688,7 @@ export class Supervisor {
     this.broadcast(ops);
     await this.barrier();
     this.notify(acct.id, 'topology');
+    return list;
   }
 
   /** Calls `fn` when a device of the account registers or leaves, or its topology changes. Returns the unsubscribe. */

@@ -33,9 +33,16 @@ export async function startTestServer(overrides: Blocks = {}, opts: { keepData?:
     LOG: { LEVEL: process.env.P2PC_TEST_LOG ?? 'silent', ...overrides.LOG },
   };
   const server = await startServer({ overrides: base, env: {} });
-  const newKey = (email?: string, level = 4): string =>
-    server.embedded!.createAccount(email ?? `t${++accounts}-${process.pid}@test.example`, null, level).key;
-  const key = newKey();
+  const embedded = server.embedded;
+  const newKey = (email?: string, level = 4): string => {
+    // Synchronous for the embedded store; on Redis (cluster mode) tests create accounts through the API.
+    if (embedded === null) throw new Error('newKey() needs the embedded store: create accounts with the API');
+    return embedded.createAccount(email ?? `t${++accounts}-${process.pid}@test.example`, null, level).key;
+  };
+  const key =
+    embedded === null
+      ? (await server.store.createAccount(`t${++accounts}-${process.pid}-${Date.now()}@test.example`, null, 4)).key
+      : newKey();
   const stop = server.stop;
   return Object.assign(server, {
     key,

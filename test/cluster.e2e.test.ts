@@ -1,0 +1,174 @@
+// Cluster mode on Redis (issue 9), first part: several server processes' worth of nodes (two servers in this
+// process, each with its own shards, device port and HTTP port) on one real redis-server. Accounts, KEYs and the
+// topology live in Redis; a topology or account change made on any node applies on every node before or right after
+// its API call returns; concurrent conflicting edits from two nodes leave one consistent topology.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { device, TestClient } from './helpers/client.ts';
+import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { sleep } from './helpers/shards.ts';
+
+/** Polls an async condition until it holds (or fails the test after `ms`). */
+async function waitFor(pred: () => Promise<boolean>, what = 'the cluster to agree', ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+let redis: TestRedis;
+let a: TestServer;
+let b: TestServer;
+const prefix = `c${process.pid}:`;
+const opened: TestClient[] = [];
+
+const node = (id: string, url: string): Parameters<typeof startTestServer>[0] => ({
+  CLUSTER: { REDIS_URL: url, PREFIX: prefix, NODE_ID: id },
+});
+
+async function api(
+  s: TestServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  token = ADMIN_TOKEN,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+}
+
+let accounts = 0;
+async function account(s: TestServer): Promise<{ email: string; key: string; path: string }> {
+  const email = `cl${++accounts}-${process.pid}@cluster.example`;
+  const r = await api(s, 'POST', '/api/v1/accounts', { email });
+  expect(r.status).toBe(201);
+  return { email, key: r.body.key as string, path: `/api/v1/accounts/${encodeURIComponent(email)}` };
+}
+
+async function dev(s: TestServer, key: string, id: string): Promise<TestClient> {
+  const c = await device(s.port, key, id);
+  c.answerSync = true;
+  opened.push(c);
+  return c;
+}
+
+interface TreeJson {
+  nodes: { id: string; parent: string | null; children: string[] }[];
+}
+const tree = async (s: TestServer, path: string): Promise<TreeJson> =>
+  (await api(s, 'GET', `${path}/tree`)).body as unknown as TreeJson;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  a = await startTestServer(node('A', redis.url));
+  b = await startTestServer(node('B', redis.url));
+}, 120_000);
+
+afterAll(async () => {
+  for (const c of opened) c.close();
+  await a?.stop();
+  await b?.stop();
+  await redis?.stop();
+});
+
+describe('cluster mode: shared store and topology (two nodes, one Redis)', () => {
+  it('runs on the Redis store: no embedded store, accounts made on one node work on the other', async () => {
+    expect(a.embedded).toBeNull();
+    const acct = await account(a);
+    const c = await dev(b, acct.key, 'ON-B');
+    expect(await c.request(`TCP:GID:${acct.key}`)).toBe('[OK:ON-B]');
+    expect((await api(b, 'GET', acct.path)).body.email).toBe(acct.email);
+  });
+
+  it('a tree edit on node A applies on node B before the call returns; an edit on B shows on A', async () => {
+    const acct = await account(a);
+    for (const [id, parent] of [
+      ['P', null],
+      ['Q', null],
+      ['C', 'P'],
+    ] as const) {
+      expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id, parent })).status).toBe(201);
+    }
+    const p = await dev(b, acct.key, 'P');
+    const q = await dev(b, acct.key, 'Q');
+    const c = await dev(b, acct.key, 'C');
+    // Node A's edits were published before A answered; node B applies them in order. Wait for the last.
+    await waitFor(async () => (await tree(b, acct.path)).nodes.some((n) => n.id === 'C' && n.parent === 'P'));
+    expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:to children of P`)).toBe('[OK:ALL_1]');
+    expect(await c.line()).toBe('PUSH:to children of P');
+
+    // The move is made on B; B's devices see it at once, A's model too.
+    expect((await api(b, 'PATCH', `${acct.path}/tree/nodes/C`, { parent: 'Q' })).status).toBe(200);
+    expect(await q.request(`TCP:PUSH:${acct.key}:CHILDS:to children of Q`)).toBe('[OK:ALL_1]');
+    expect(await c.line()).toBe('PUSH:to children of Q');
+    expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:none`)).toBe('[FAIL:NO_ID]');
+    await waitFor(async () => (await tree(a, acct.path)).nodes.some((n) => n.id === 'C' && n.parent === 'Q'));
+
+    // Routers and aliases made on A reach B's devices.
+    expect((await api(a, 'POST', `${acct.path}/routers`, { name: 'R' })).status).toBe(201);
+    for (const id of ['P', 'C']) expect((await api(a, 'PUT', `${acct.path}/routers/R/members/${id}`)).status).toBe(204);
+    expect((await api(a, 'PUT', `${acct.path}/aliases/LAMP`, { targets: ['C'] })).status).toBe(200);
+    await waitFor(async () => {
+      const r = await api(b, 'GET', `${acct.path}/aliases`);
+      return JSON.stringify(r.body).includes('LAMP');
+    });
+    expect(await p.request(`TCP:PUSH:${acct.key}:RO:R:mesh`)).toBe('[OK:ALL_1]');
+    expect(await c.line()).toBe('PUSH:mesh');
+    expect(await q.request(`TCP:PUSH:${acct.key}:ALIAS:LAMP:toggle`)).toBe('[OK:DATA_SENT]');
+    expect(await c.line()).toBe('PUSH:toggle');
+  });
+
+  it('conflicting edits from both nodes at once (X under Y, Y under X): one wins, one is a CYCLE, both nodes agree', async () => {
+    for (let round = 0; round < 5; round++) {
+      const acct = await account(a);
+      expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'X', parent: null })).status).toBe(201);
+      expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'Y', parent: null })).status).toBe(201);
+      const [ra, rb] = await Promise.all([
+        api(a, 'PATCH', `${acct.path}/tree/nodes/X`, { parent: 'Y' }),
+        api(b, 'PATCH', `${acct.path}/tree/nodes/Y`, { parent: 'X' }),
+      ]);
+      expect([ra.status, rb.status].sort()).toEqual([200, 422]);
+      expect((ra.status === 422 ? ra : rb).body.error).toBe('CYCLE');
+      const picture = (t: TreeJson): string =>
+        t.nodes
+          .map((n) => `${n.id}<${n.parent ?? ''}`)
+          .sort()
+          .join(' ');
+      await waitFor(async () => picture(await tree(a, acct.path)) === picture(await tree(b, acct.path)));
+      const want = ra.status === 200 ? 'X<Y Y<' : 'X< Y<X';
+      expect(picture(await tree(a, acct.path))).toBe(want);
+    }
+  });
+
+  it('a KEY reset on node A: node B refuses the old KEY and accepts the new one', async () => {
+    const acct = await account(a);
+    const before = await dev(b, acct.key, 'K1');
+    const r = await api(a, 'POST', `${acct.path}/key`);
+    expect(r.status).toBe(200);
+    const fresh = r.body.key as string;
+    await waitFor(async () => {
+      const c = await TestClient.open(b.port);
+      const reply = await c.request(`TCP:ID:${acct.key}:K2`);
+      c.close();
+      return reply === '[FAIL:INVALID_KEY]';
+    });
+    expect(await before.request(`TCP:GID:${fresh}`)).toBe('[OK:K1]');
+    await dev(b, fresh, 'K3');
+  });
+
+  it('a node restarted on the same Redis finds accounts and topology there', async () => {
+    const acct = await account(a);
+    expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'KEEP', parent: null })).status).toBe(201);
+    await a.stop();
+    a = await startTestServer(node('A', redis.url));
+    expect((await tree(a, acct.path)).nodes).toEqual([{ id: 'KEEP', parent: null, children: [] }]);
+    await dev(a, acct.key, 'KEEP');
+  });
+});
