@@ -88,6 +88,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         { prefix: config.CLUSTER.PREFIX, node: config.CLUSTER.NODE_ID, devicePort: supervisor.port, log },
         (ev) => supervisor.onClusterEvent(ev),
         () => supervisor.resyncTopologies(),
+        (batch) => supervisor.onRemoteDeliveries(batch),
       );
       supervisor.cluster = cluster;
     }

@@ -2,15 +2,30 @@
 // of our own between nodes: Redis pub/sub carries small events (a topology change, an account change), and plain
 // Redis keys carry the per-account topology version and the lock that orders topology changes cluster-wide.
 //
+// Deliveries: a node keeps, per account, which node instance holds each of its registered IDs (`dir:<account>`, a
+// hash ID -> instance); each running instance refreshes its liveness key (`inst:<instance>`, a few seconds' TTL) and
+// reads its inbox stream (`in:<instance>`, capped). A push to an ID that is not registered on this node is routed by
+// one Lua script (look up, check the instance lives, XADD to its inbox), so a node's pushes keep their order; the
+// instance that reads it delivers as its own owner shard would. An instance that dies stops refreshing its key, and
+// within the TTL its IDs count as offline everywhere: no ID is held forever by a dead node.
+//
 // Topology changes: a node takes the account's lock (SET NX PX), checks the version against the one its model was
 // built at (reloading from the store if another node moved it on), validates and stores the change, bumps the
 // version and publishes the change with it, then releases the lock. A node that receives version v+1 while at v
 // applies the change as it is; any other gap (a missed message, a Redis restart) reloads the account from the store.
 
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { TopologyChange } from '../routing/changes.ts';
+
+/** A push routed to this node by another one. */
+export interface RemoteDelivery {
+  account: number;
+  id: string;
+  data: string;
+}
 
 export type ClusterEvent =
   | { kind: 'topology'; node: string; account: number; version: number; changes: TopologyChange[] }
@@ -18,12 +33,35 @@ export type ClusterEvent =
 
 const LOCK_MS = 10_000;
 const LOCK_WAIT_MS = 15_000;
+/** An instance's liveness key lives this long; it is refreshed three times as often. */
+const INSTANCE_TTL_MS = 6000;
+/** Entries an inbox keeps for a reader that lags (approximately; the oldest go first). */
+const INBOX_MAX = 100_000;
+
+/** ARGV: prefix, account, id, this instance, data, inbox cap. 1 when routed to a live other instance, else 0. */
+const ROUTE = `
+local p = ARGV[1]
+local inst = redis.call('HGET', p .. 'dir:' .. ARGV[2], ARGV[3])
+if not inst or inst == ARGV[4] then return 0 end
+if redis.call('EXISTS', p .. 'inst:' .. inst) == 0 then return 0 end
+redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', ARGV[6], '*', 'a', ARGV[2], 'i', ARGV[3], 'd', ARGV[5])
+return 1`;
+
+/** ARGV: prefix, account, id, this instance. Forgets the ID only if this instance still holds it. */
+const FORGET = `
+local k = ARGV[1] .. 'dir:' .. ARGV[2]
+if redis.call('HGET', k, ARGV[3]) == ARGV[4] then return redis.call('HDEL', k, ARGV[3]) end
+return 0`;
 
 /** Releases a lock only if it still holds our token. */
 const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
 export class Backplane {
   readonly node: string;
+  /** This run of the node: its IDs in the directory, its inbox and its liveness key are named after it. */
+  readonly instance: string;
+  private readonly reader: Redis;
+  private heartbeat: NodeJS.Timeout | null = null;
   private readonly prefix: string;
   private readonly pub: Redis;
   private readonly sub: Redis;
@@ -31,11 +69,13 @@ export class Backplane {
   private closed = false;
   private lockSeq = 0;
 
-  private constructor(node: string, prefix: string, pub: Redis, sub: Redis, log: Logger) {
+  private constructor(node: string, prefix: string, pub: Redis, sub: Redis, reader: Redis, log: Logger) {
     this.node = node;
+    this.instance = `${node}#${randomBytes(6).toString('hex')}`;
     this.prefix = prefix;
     this.pub = pub;
     this.sub = sub;
+    this.reader = reader;
     this.log = log;
   }
 
@@ -45,15 +85,23 @@ export class Backplane {
     opts: { prefix: string; node: string; devicePort: number; log: Logger },
     onEvent: (ev: ClusterEvent) => void,
     onResync: () => void,
+    onDeliveries: (batch: RemoteDelivery[]) => void,
   ): Promise<Backplane> {
     const node = opts.node || `${hostname()}:${opts.devicePort}`;
     const options = { lazyConnect: true, maxRetriesPerRequest: 2, connectTimeout: 2000, enableOfflineQueue: true };
     const pub = new Redis(url, { ...options, retryStrategy: (n: number) => Math.min(500, 50 * n) });
     const sub = new Redis(url, { ...options, retryStrategy: (n: number) => Math.min(500, 50 * n) });
-    pub.on('error', () => {});
-    sub.on('error', () => {});
-    await Promise.all([pub.connect(), sub.connect()]);
-    const bp = new Backplane(node, opts.prefix, pub, sub, opts.log);
+    // The inbox reader blocks in XREAD: its own connection, no retry limit (it loops until closed).
+    const reader = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: null });
+    for (const r of [pub, sub, reader]) r.on('error', () => {});
+    await Promise.all([pub.connect(), sub.connect(), reader.connect()]);
+    const bp = new Backplane(node, opts.prefix, pub, sub, reader, opts.log);
+    await bp.beat();
+    bp.heartbeat = setInterval(() => {
+      bp.beat().catch((err: unknown) => opts.log.warn({ err }, 'cluster: refreshing this node failed'));
+    }, INSTANCE_TTL_MS / 3);
+    bp.heartbeat.unref();
+    void bp.readInbox(onDeliveries);
     const channel = `${opts.prefix}events`;
     sub.on('message', (ch: string, text: string) => {
       if (ch !== channel) return;
@@ -79,6 +127,60 @@ export class Backplane {
     await sub.subscribe(channel);
     opts.log.info({ node }, 'cluster: joined');
     return bp;
+  }
+
+  private async beat(): Promise<void> {
+    await this.pub.set(`${this.prefix}inst:${this.instance}`, this.node, 'PX', INSTANCE_TTL_MS);
+  }
+
+  /** Reads this instance's inbox until closed, handing each batch over in order. */
+  private async readInbox(onDeliveries: (batch: RemoteDelivery[]) => void): Promise<void> {
+    const key = `${this.prefix}in:${this.instance}`;
+    let last = '0-0';
+    while (!this.closed) {
+      let res: [string, [string, string[]][]][] | null;
+      try {
+        res = (await this.reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', key, last)) as
+          | [string, [string, string[]][]][]
+          | null;
+      } catch (err) {
+        if (this.closed) return;
+        this.log.warn({ err }, 'cluster: reading the inbox failed; retrying');
+        await new Promise((r) => setTimeout(r, 250));
+        continue;
+      }
+      if (res === null) continue;
+      const batch: RemoteDelivery[] = [];
+      for (const [, entries] of res) {
+        for (const [entryId, fields] of entries) {
+          last = entryId;
+          const f: Record<string, string> = {};
+          for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+          batch.push({ account: Number(f.a), id: f.i ?? '', data: f.d ?? '' });
+        }
+      }
+      if (batch.length > 0) onDeliveries(batch);
+    }
+  }
+
+  /** An ID registered on this node (calls keep their order on the one connection). */
+  online(account: number, id: string): void {
+    this.pub.hset(`${this.prefix}dir:${account}`, id, this.instance).catch((err: unknown) => {
+      this.log.warn({ err }, 'cluster: recording a registration failed');
+    });
+  }
+
+  /** An ID left this node (forgotten only if no other node took it meanwhile). */
+  offline(account: number, id: string): void {
+    this.pub.eval(FORGET, 0, this.prefix, account, id, this.instance).catch((err: unknown) => {
+      this.log.warn({ err }, 'cluster: recording a departure failed');
+    });
+  }
+
+  /** Routes a push to the live node holding the ID; false when no other live node holds it. */
+  async route(account: number, id: string, data: string): Promise<boolean> {
+    const r = await this.pub.eval(ROUTE, 0, this.prefix, account, id, this.instance, data, INBOX_MAX);
+    return r === 1;
   }
 
   publish(ev: ClusterEvent): Promise<number> {
@@ -116,6 +218,12 @@ export class Backplane {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    // Leaving on purpose: this instance's IDs are offline at once, not after the liveness TTL.
+    await this.pub
+      .del(`${this.prefix}inst:${this.instance}`, `${this.prefix}in:${this.instance}`)
+      .catch(() => undefined);
+    this.reader.disconnect();
     await Promise.allSettled([this.sub.quit(), this.pub.quit()]);
   }
 }

@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ApiRequest, ApiResponse } from '../api/types.ts';
-import type { Backplane, ClusterEvent } from '../cluster/backplane.ts';
+import type { Backplane, ClusterEvent, RemoteDelivery } from '../cluster/backplane.ts';
 import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
@@ -204,9 +204,32 @@ export class Supervisor {
     const now = Date.now();
     const ttl = this.config.NODE.HOLD_TTL * 1000;
     const keep: HoldRequest[] = [];
-    const answers: [HoldOp, boolean][] = [];
-    const known = await Promise.all(batch.map((h) => this.isKnownDevice(h.accountId, h.id)));
+    const answers: [HoldOp, string][] = [];
+    // Cluster mode: a push for an ID this node does not have goes to the node that has it (routed in order);
+    // only what no live node holds is held here (when the plan holds) or refused.
+    const cluster = this.cluster;
+    const routed = await Promise.all(
+      batch.map((h) =>
+        cluster === null
+          ? false
+          : cluster.route(h.accountId, h.id, h.data).catch((err: unknown) => {
+              this.log.warn({ err }, 'cluster: routing a push failed');
+              return false;
+            }),
+      ),
+    );
+    const known = await Promise.all(
+      batch.map((h, k) =>
+        routed[k] || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0
+          ? false
+          : this.isKnownDevice(h.accountId, h.id),
+      ),
+    );
     batch.forEach((h, k) => {
+      if (routed[k]) {
+        if (h.req !== 0) answers.push([h, 'DATA_SENT']);
+        return;
+      }
       if (known[k]) {
         keep.push({
           accountId: h.accountId,
@@ -217,7 +240,7 @@ export class Supervisor {
         });
         this.heldKeys.add(`${h.accountId}:${h.id}`);
       }
-      if (h.req !== 0) answers.push([h, known[k]!]);
+      if (h.req !== 0) answers.push([h, known[k] ? 'DATA_HELD' : 'REM_ID']);
     });
     let stored = true;
     try {
@@ -226,9 +249,9 @@ export class Supervisor {
       this.log.error({ err }, 'holding messages failed');
       stored = false;
     }
-    for (const [h, isKnown] of answers) {
+    for (const [h, result] of answers) {
       const c = this.shards[h.origin]?.control;
-      c?.ops.push(OP.HOLD_RESULT, h.req, isKnown && stored ? 'DATA_HELD' : 'REM_ID');
+      c?.ops.push(OP.HOLD_RESULT, h.req, result === 'DATA_HELD' && !stored ? 'REM_ID' : result);
     }
     for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
   }
@@ -592,6 +615,18 @@ export class Supervisor {
       }
       if (at === undefined || ev.version > at) await this.reloadTopology(ev.account, ev.version);
     }).catch((err: unknown) => this.log.error({ err }, 'cluster: applying a topology change failed'));
+  }
+
+  /** Cluster mode: pushes other nodes routed here, delivered (or held) by each account's owner shard, in order. */
+  onRemoteDeliveries(batch: RemoteDelivery[]): void {
+    const touched = new Set<PortLink>();
+    for (const d of batch) {
+      const link = this.shards[d.account % this.shardCount]?.control;
+      if (!link) continue; // the owner shard is restarting: like a push to a device that just left
+      link.ops.push(OP.API_PUSH, 0, d.account, d.data, 1, d.id);
+      touched.add(link);
+    }
+    for (const link of touched) link.flush();
   }
 
   /** Cluster mode, after Redis came back: every account's topology may have moved on; reload them all. */
