@@ -172,3 +172,65 @@ describe('cluster mode: shared store and topology (two nodes, one Redis)', () =>
     await dev(a, acct.key, 'KEEP');
   });
 });
+
+describe('cluster mode: pushes between nodes', () => {
+  it('RID, PARENT and a one-target ALIAS from a device on node A reach a device on node B, and back', async () => {
+    const acct = await account(a);
+    expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'HUB', parent: null })).status).toBe(201);
+    expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'LEAF', parent: 'HUB' })).status).toBe(201);
+    expect((await api(a, 'PUT', `${acct.path}/aliases/THEHUB`, { targets: ['HUB'] })).status).toBe(200);
+    const hub = await dev(b, acct.key, 'HUB');
+    const leaf = await dev(a, acct.key, 'LEAF');
+    expect(await leaf.request(`TCP:PUSH:${acct.key}:RID:hub:across nodes`)).toBe('[OK:DATA_SENT]');
+    expect(await hub.line()).toBe('PUSH:across nodes');
+    expect(await leaf.request(`TCP:PUSH:${acct.key}:PARENT:to my parent`)).toBe('[OK:DATA_SENT]');
+    expect(await hub.line()).toBe('PUSH:to my parent');
+    expect(await leaf.request(`TCP:PUSH:${acct.key}:ALIAS:THEHUB:by alias`)).toBe('[OK:DATA_SENT]');
+    expect(await hub.line()).toBe('PUSH:by alias');
+    expect(await hub.request(`TCP:PUSH:${acct.key}:RID:LEAF:and back`)).toBe('[OK:DATA_SENT]');
+    expect(await leaf.line()).toBe('PUSH:and back');
+  });
+
+  it('2,000 pipelined pushes from node A to node B arrive complete and in order', async () => {
+    const acct = await account(a);
+    const rx = await dev(b, acct.key, 'RX');
+    const tx = await dev(a, acct.key, 'TX');
+    let batch = '';
+    for (let i = 0; i < 2000; i++) batch += `TCP:PUSH:${acct.key}:RID:RX:m${i}\r\n`;
+    tx.write(batch);
+    const replies = await tx.lines(2000, 10000);
+    expect(new Set(replies)).toEqual(new Set(['[OK:DATA_SENT]']));
+    const got = await rx.lines(2000, 10000);
+    expect(got).toEqual(Array.from({ length: 2000 }, (_, i) => `PUSH:m${i}`));
+  });
+
+  it('an ID offline everywhere is REM_ID; one that left node B is REM_ID from node A at once', async () => {
+    const acct = await account(a);
+    const tx = await dev(a, acct.key, 'TX');
+    expect(await tx.request(`TCP:PUSH:${acct.key}:RID:NOBODY:x`)).toBe('[FAIL:REM_ID]');
+    const gone = await dev(b, acct.key, 'GONE');
+    expect(await tx.request(`TCP:PUSH:${acct.key}:RID:GONE:here`)).toBe('[OK:DATA_SENT]');
+    expect(await gone.line()).toBe('PUSH:here');
+    gone.close();
+    await waitFor(async () => (await tx.request(`TCP:PUSH:${acct.key}:RID:GONE:x`)) === '[FAIL:REM_ID]');
+    // It comes back on node A: delivered locally.
+    const back = await dev(a, acct.key, 'GONE');
+    expect(await tx.request(`TCP:PUSH:${acct.key}:RID:GONE:welcome back`)).toBe('[OK:DATA_SENT]');
+    expect(await back.line()).toBe('PUSH:welcome back');
+  });
+
+  it('group members on the other node receive CHILDS and RO pushes', async () => {
+    const acct = await account(a);
+    expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'P', parent: null })).status).toBe(201);
+    for (const id of ['C1', 'C2']) {
+      expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id, parent: 'P' })).status).toBe(201);
+    }
+    const p = await dev(a, acct.key, 'P');
+    const c1 = await dev(a, acct.key, 'C1');
+    const c2 = await dev(b, acct.key, 'C2');
+    // The reply counts the members this node delivered to; the one on node B is routed to it as well.
+    expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:to all children`)).toMatch(/^\[OK:(ALL_2|1\/2)\]$/);
+    expect(await c1.line()).toBe('PUSH:to all children');
+    expect(await c2.line()).toBe('PUSH:to all children');
+  });
+});

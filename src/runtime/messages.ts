@@ -103,7 +103,7 @@ export const OP = {
   HELD_DATA: 50,
   /** Any shard -> the account's owner shard: [req, account, id, data, level] (peer op). */
   HOLD_ROUTE: 56,
-  /** Shard -> supervisor: a device registered or left (last seen): [account, id]. */
+  /** Shard -> supervisor: a device registered (1) or left (0) (last seen, cluster directory): [account, id, online]. */
   SEEN: 51,
   /** Shard -> supervisor: when was this ID last seen: [req, account, id]. */
   STATUS_QUERY: 52,
@@ -157,7 +157,7 @@ export type Message =
       ...data: string[],
     ]
   | [op: typeof OP.HOLD_ROUTE, req: number, account: number, id: string, data: string, level: number]
-  | [op: typeof OP.SEEN, account: number, id: string]
+  | [op: typeof OP.SEEN, account: number, id: string, online: number]
   | [op: typeof OP.STATUS_QUERY, req: number, account: number, id: string]
   | [op: typeof OP.STATUS_RESULT, req: number, lastSeen: number]
   | [op: typeof OP.METRICS_QUERY, req: number]

@@ -123,7 +123,7 @@ function pushAndReply(
 ): void {
   const result = pushOne(shard, conn, acct, id, data);
   if (result === SENT) shard.metrics.delivered[target]!++;
-  else if (result === REM_ID && shard.holdAllowed(acct)) return shard.hold(conn, acct, id, data);
+  else if (result === REM_ID && (shard.holdAllowed(acct) || shard.clustered)) return shard.hold(conn, acct, id, data);
   replyOne(shard, conn, result);
 }
 
@@ -177,7 +177,8 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   const status = shard.status;
   const me = shard.index;
   const total = members.length;
-  const holding = shard.holdAllowed(acct);
+  // Cluster mode: members not here may be on another node; the owner routes them (counted as not delivered).
+  const holding = shard.holdAllowed(acct) || shard.clustered;
   let line: string | null = null;
   let delivered = 0;
   for (let i = 0; i < total; i++) {

@@ -69,6 +69,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   readonly index: number;
   readonly shards: number;
   readonly config: Config;
+  /** Cluster mode: IDs not registered on this node may be on another one (the supervisor routes to it). */
+  readonly clustered: boolean;
   readonly log: Logger;
   readonly status: StatusTables;
   readonly table: Int32Array;
@@ -138,6 +140,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.maxLine = node.MAX_LINE;
     this.maxOut = node.MAX_OUTBUF;
     this.tickMs = node.COM_CHK * 1000;
+    this.clustered = init.config.CLUSTER.REDIS_URL !== '';
     this.waitMs = node.WAIT_FOR_CMD * 1000;
     this.idleMs = node.LINE_IDLE_MS;
     this.deadlineMs = node.WRITE_DEADLINE * 1000;
@@ -468,7 +471,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (conn.raw !== null) rawEnd(this, conn, handle);
     if (handle === 0 || acct === null || id === null) return;
     endRegistration(this.table, conn.slot);
-    this.control.ops.push(OP.SEEN, acct.id, id);
+    this.control.ops.push(OP.SEEN, acct.id, id, 0);
     if (conn.fullSince !== 0) conn.fullSince = 0;
     conn.handle = 0;
     conn.id = null;
@@ -650,7 +653,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       this.resolveReply(conn, p.okToken, ok(id));
       this.metrics.registrations++;
       // §5 Hold: the backlog (sent by the supervisor on the owner's word) fills its place after [OK:<ID>].
-      this.control.ops.push(OP.SEEN, account.id, id);
+      this.control.ops.push(OP.SEEN, account.id, id, 1);
       this.scheduleFlush();
     } else {
       endRegistration(this.table, conn.slot);
@@ -1424,7 +1427,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     let delivered = 0;
     const held: string[] = [];
     if (acct !== undefined) {
-      const holding = this.holdAllowed(acct);
+      const holding = this.holdAllowed(acct) || this.clustered;
       for (const id of ids) {
         const handle = acct.devices.get(id);
         if (handle !== undefined && isLive(this.status, handle)) {

@@ -369,7 +369,13 @@ export class Supervisor {
         }
         case OP.SEEN: {
           const accountId = ops[i++] as number;
-          seen.push({ accountId, id: ops[i++] as string });
+          const id = ops[i++] as string;
+          const online = ops[i++] === 1;
+          seen.push({ accountId, id });
+          if (this.cluster !== null) {
+            if (online) this.cluster.online(accountId, id);
+            else this.cluster.offline(accountId, id);
+          }
           this.notify(accountId, 'presence');
           break;
         }
