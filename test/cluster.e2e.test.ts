@@ -233,4 +233,26 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await c1.line()).toBe('PUSH:to all children');
     expect(await c2.line()).toBe('PUSH:to all children');
   });
+
+  it('one ID, two nodes: a live holder on node B keeps it against node A; racing registrations have one winner', async () => {
+    const acct = await account(a);
+    const holder = await dev(b, acct.key, 'ONLY');
+    const c = await TestClient.open(a.port);
+    opened.push(c);
+    expect(await c.request(`TCP:ID:${acct.key}:ONLY`)).toBe('[FAIL:NODEEXIST]');
+    await c.closedByServer();
+    holder.close();
+    await waitFor(async () => {
+      const n = await TestClient.open(a.port);
+      opened.push(n);
+      return (await n.request(`TCP:ID:${acct.key}:ONLY`)) === '[OK:ONLY]';
+    });
+    for (let round = 0; round < 10; round++) {
+      const id = `RACE${round}`;
+      const [x, y] = await Promise.all([TestClient.open(a.port), TestClient.open(b.port)]);
+      opened.push(x, y);
+      const replies = await Promise.all([x.request(`TCP:ID:${acct.key}:${id}`), y.request(`TCP:ID:${acct.key}:${id}`)]);
+      expect(replies.sort(), `round ${round}`).toEqual(['[FAIL:NODEEXIST]', `[OK:${id}]`]);
+    }
+  });
 });

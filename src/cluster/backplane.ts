@@ -47,6 +47,14 @@ if redis.call('EXISTS', p .. 'inst:' .. inst) == 0 then return 0 end
 redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', ARGV[6], '*', 'a', ARGV[2], 'i', ARGV[3], 'd', ARGV[5])
 return 1`;
 
+/** ARGV: prefix, account, id, this instance. 1 (and the ID is this instance's) unless a live other instance holds it. */
+const CLAIM = `
+local k = ARGV[1] .. 'dir:' .. ARGV[2]
+local cur = redis.call('HGET', k, ARGV[3])
+if cur and cur ~= ARGV[4] and redis.call('EXISTS', ARGV[1] .. 'inst:' .. cur) == 1 then return 0 end
+redis.call('HSET', k, ARGV[3], ARGV[4])
+return 1`;
+
 /** ARGV: prefix, account, id, this instance. Forgets the ID only if this instance still holds it. */
 const FORGET = `
 local k = ARGV[1] .. 'dir:' .. ARGV[2]
@@ -175,6 +183,11 @@ export class Backplane {
     this.pub.eval(FORGET, 0, this.prefix, account, id, this.instance).catch((err: unknown) => {
       this.log.warn({ err }, 'cluster: recording a departure failed');
     });
+  }
+
+  /** Claims an ID for this node: false when a live other node holds it (§4 across nodes). */
+  async claim(account: number, id: string): Promise<boolean> {
+    return (await this.pub.eval(CLAIM, 0, this.prefix, account, id, this.instance)) === 1;
   }
 
   /** Routes a push to the live node holding the ID; false when no other live node holds it. */

@@ -86,6 +86,12 @@ export const OP = {
   ACCOUNT_STATS: 61,
   /** Shard -> supervisor: [req, count, (id, sent, received, connectedAt)...]. */
   ACCOUNT_STATS_RESULT: 62,
+  /** Owner shard -> supervisor (cluster mode): claim an ID in the cluster directory: [req, account, id]. */
+  CLAIM: 63,
+  /** Supervisor -> owner shard: [req, 1 when this node may give the ID, 0 when a live other node holds it]. */
+  CLAIM_RESULT: 64,
+  /** Owner shard -> supervisor (cluster mode): give a claim back: [account, id]. */
+  UNCLAIM: 65,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -189,6 +195,9 @@ export type Message =
   | [op: typeof OP.API_PUSH, req: number, account: number, data: string, count: number, ...ids: string[]]
   | [op: typeof OP.API_PUSH_RESULT, req: number, delivered: number, count: number, ...held: string[]]
   | [op: typeof OP.ACCOUNT_STATS, req: number, account: number]
+  | [op: typeof OP.CLAIM, req: number, account: number, id: string]
+  | [op: typeof OP.CLAIM_RESULT, req: number, ok: number]
+  | [op: typeof OP.UNCLAIM, account: number, id: string]
   | [op: typeof OP.ACCOUNT_STATS_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];

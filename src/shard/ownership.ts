@@ -27,6 +27,12 @@ export interface OwnerHost {
   readonly links: (PortLink | undefined)[];
   /** Answer a registration request (locally or through REG_RESULT). */
   answerRegistration(from: number, req: number, result: FailCode | ''): void;
+  /** Cluster mode: an ID must also be claimed in the cluster directory before it is given. */
+  readonly clustered: boolean;
+  /** Cluster mode: claims `id` for this node; `done(false)` when a live other node holds it. */
+  claim(acct: Account, id: string, done: (ok: boolean) => void): void;
+  /** Cluster mode: gives a claim back (the registration it was for ended before it was decided). */
+  unclaim(acct: Account, id: string): void;
   /** An ID came online or went offline (§5a). */
   presence(acct: Account, id: string, online: boolean): void;
   /** A registration was accepted (before it is answered): fetch its held backlog (§5 Hold). */
@@ -38,6 +44,8 @@ export class Ownership {
   private readonly host: OwnerHost;
   private waits: AckWait[] = [];
   private waitHead = 0;
+  /** Cluster mode: "account:ID" being claimed in the cluster directory; another registration meanwhile is refused. */
+  private readonly claiming = new Set<string>();
 
   constructor(host: OwnerHost) {
     this.host = host;
@@ -58,6 +66,40 @@ export class Ownership {
       host.answerRegistration(from, req, 'QUOTA');
       return;
     }
+    if (host.clustered && cur !== handle) {
+      // §4 across nodes: one place decides in the whole cluster too, the directory in Redis (a live other node's
+      // holder keeps the ID). While the claim is out, the ID counts as held here.
+      const key = `${acct.id}:${id}`;
+      if (this.claiming.has(key)) {
+        host.answerRegistration(from, req, 'NODEEXIST');
+        return;
+      }
+      this.claiming.add(key);
+      host.claim(acct, id, (ok) => {
+        this.claiming.delete(key);
+        if (!ok) {
+          host.answerRegistration(from, req, 'NODEEXIST');
+          return;
+        }
+        if (!(liveFlags(host.status, handle) & ALIVE)) {
+          host.unclaim(acct, id); // the newcomer left while the cluster decided
+          host.answerRegistration(from, req, 'NODEEXIST');
+          return;
+        }
+        const now = acct.devices.get(id);
+        if (now !== undefined && now !== handle && liveFlags(host.status, now) & ALIVE) {
+          host.answerRegistration(from, req, 'NODEEXIST');
+          return;
+        }
+        this.accept(acct, id, handle, now, from, req);
+      });
+      return;
+    }
+    this.accept(acct, id, handle, cur, from, req);
+  }
+
+  private accept(acct: Account, id: string, handle: number, cur: number | undefined, from: number, req: number): void {
+    const host = this.host;
     acct.devices.set(id, handle);
     if (cur !== undefined && cur !== handle) host.presence(acct, id, false); // a takeover: OFFLINE, then ONLINE
     host.presence(acct, id, true);

@@ -96,6 +96,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private idleTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private reqSeq = 0;
+  /** Cluster mode: claims of IDs in the cluster directory, awaiting the supervisor's answer. */
+  private readonly claims = new Map<number, (ok: boolean) => void>();
   private readonly pendingRegs = new Map<number, PendingRegistration>();
   /** Registrations waiting for their owner shard to come back. */
   private readonly parkedRegs: number[] = [];
@@ -617,6 +619,20 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       return;
     }
     link.ops.push(OP.REG, req, p.account.id, p.id, p.handle, p.level);
+    this.scheduleFlush();
+  }
+
+  /** Owner hook (cluster mode): claim an ID in the cluster directory through the supervisor. */
+  claim(acct: Account, id: string, done: (ok: boolean) => void): void {
+    const req = ++this.reqSeq;
+    this.claims.set(req, done);
+    this.control.ops.push(OP.CLAIM, req, acct.id, id);
+    this.scheduleFlush();
+  }
+
+  /** Owner hook (cluster mode): give a claim back. */
+  unclaim(acct: Account, id: string): void {
+    this.control.ops.push(OP.UNCLAIM, acct.id, id);
     this.scheduleFlush();
   }
 
@@ -1367,6 +1383,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.ACCOUNT_STATS: {
           const req = ops[i++] as number;
           this.answerAccountStats(req, ops[i++] as number);
+          break;
+        }
+        case OP.CLAIM_RESULT: {
+          const req = ops[i++] as number;
+          const ok = ops[i++] === 1;
+          const done = this.claims.get(req);
+          this.claims.delete(req);
+          done?.(ok);
           break;
         }
         case OP.KICK_ID: {

@@ -379,6 +379,29 @@ export class Supervisor {
           this.notify(accountId, 'presence');
           break;
         }
+        case OP.CLAIM: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          const answer = (ok: boolean): void => {
+            link.ops.push(OP.CLAIM_RESULT, req, ok ? 1 : 0);
+            link.flush();
+          };
+          if (this.cluster === null) answer(true);
+          else {
+            this.cluster.claim(accountId, id).then(answer, (err: unknown) => {
+              // Redis is away: this node decides alone (devices keep working locally); the directory catches up.
+              this.log.warn({ err }, 'cluster: claiming an ID failed; decided on this node alone');
+              answer(true);
+            });
+          }
+          break;
+        }
+        case OP.UNCLAIM: {
+          const accountId = ops[i++] as number;
+          this.cluster?.offline(accountId, ops[i++] as string);
+          break;
+        }
         case OP.API_PUSH_RESULT: {
           const req = ops[i++] as number;
           const delivered = ops[i++] as number;
