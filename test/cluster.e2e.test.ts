@@ -255,4 +255,16 @@ describe('cluster mode: pushes between nodes', () => {
       expect(replies.sort(), `round ${round}`).toEqual(['[FAIL:NODEEXIST]', `[OK:${id}]`]);
     }
   });
+
+  it('presence across nodes: a watcher on node A hears a device come and go on node B; STATUS says ONLINE there', async () => {
+    const acct = await account(a);
+    const w = await dev(a, acct.key, 'WATCHER');
+    expect(await w.request(`TCP:WATCH:${acct.key}:RID:FAR`)).toBe('[OK:WATCHING]');
+    const far = await dev(b, acct.key, 'FAR');
+    expect(await w.line()).toBe('PRESENCE:FAR:ONLINE');
+    expect(await w.request(`TCP:STATUS:${acct.key}:FAR`)).toBe('[OK:ONLINE]');
+    far.close();
+    expect(await w.line()).toBe('PRESENCE:FAR:OFFLINE');
+    expect(await w.request(`TCP:STATUS:${acct.key}:FAR`)).toMatch(/^\[OK:OFFLINE:\d+\]$/);
+  });
 });

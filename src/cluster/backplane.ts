@@ -29,7 +29,8 @@ export interface RemoteDelivery {
 
 export type ClusterEvent =
   | { kind: 'topology'; node: string; account: number; version: number; changes: TopologyChange[] }
-  | { kind: 'account'; node: string; account: number; email: string; key: string; level: number; deleted: boolean };
+  | { kind: 'account'; node: string; account: number; email: string; key: string; level: number; deleted: boolean }
+  | { kind: 'presence'; node: string; account: number; id: string; online: boolean };
 
 const LOCK_MS = 10_000;
 const LOCK_WAIT_MS = 15_000;
@@ -188,6 +189,12 @@ export class Backplane {
   /** Claims an ID for this node: false when a live other node holds it (§4 across nodes). */
   async claim(account: number, id: string): Promise<boolean> {
     return (await this.pub.eval(CLAIM, 0, this.prefix, account, id, this.instance)) === 1;
+  }
+
+  /** True when a live other node holds the ID. */
+  async onlineElsewhere(account: number, id: string): Promise<boolean> {
+    const inst = await this.pub.hget(`${this.prefix}dir:${account}`, id);
+    return inst !== null && inst !== this.instance && (await this.pub.exists(`${this.prefix}inst:${inst}`)) === 1;
   }
 
   /** Routes a push to the live node holding the ID; false when no other live node holds it. */

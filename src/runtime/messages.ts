@@ -92,6 +92,8 @@ export const OP = {
   CLAIM_RESULT: 64,
   /** Owner shard -> supervisor (cluster mode): give a claim back: [account, id]. */
   UNCLAIM: 65,
+  /** Supervisor -> every shard (cluster mode): a device came (1) or went (0) on another node: [account, id, online]. */
+  PRESENCE_REMOTE: 66,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -198,6 +200,7 @@ export type Message =
   | [op: typeof OP.CLAIM, req: number, account: number, id: string]
   | [op: typeof OP.CLAIM_RESULT, req: number, ok: number]
   | [op: typeof OP.UNCLAIM, account: number, id: string]
+  | [op: typeof OP.PRESENCE_REMOTE, account: number, id: string, online: number]
   | [op: typeof OP.ACCOUNT_STATS_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];

@@ -151,8 +151,9 @@ export function cmdStatus(shard: ShardActor, conn: Connection, acct: Account, ra
   shard.queryStatus(conn, acct, id);
 }
 
-/** The supervisor's answer to a status query: last seen in ms, or -1 for an ID never seen. */
+/** The supervisor's answer to a status query: last seen in ms, -1 for an ID never seen, -2 online on another node. */
 export function statusReply(lastSeenMs: number): string {
+  if (lastSeenMs === -2) return ok('ONLINE');
   return lastSeenMs < 0 ? FAIL_LINE.REM_ID : ok(`OFFLINE:${Math.floor(lastSeenMs / 1000)}`);
 }
 

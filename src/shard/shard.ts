@@ -1385,6 +1385,15 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           this.answerAccountStats(req, ops[i++] as number);
           break;
         }
+        case OP.PRESENCE_REMOTE: {
+          // Cluster mode: a device of the account came or went on another node; tell this shard's watchers.
+          const acct = this.accounts.find(ops[i++] as number);
+          const id = ops[i++] as string;
+          const online = ops[i++] === 1;
+          if (acct !== undefined) presenceEvent(this, acct, id, online);
+          this.scheduleFlush();
+          break;
+        }
         case OP.CLAIM_RESULT: {
           const req = ops[i++] as number;
           const ok = ops[i++] === 1;

@@ -359,7 +359,9 @@ export class Supervisor {
           this.inOrder('STATUS failed', async () => {
             let at = -1;
             try {
-              at = (await this.store.lastSeen(accountId, id)) ?? -1;
+              // Cluster mode: online on another node reads as ONLINE (-2).
+              if (this.cluster !== null && (await this.cluster.onlineElsewhere(accountId, id))) at = -2;
+              else at = (await this.store.lastSeen(accountId, id)) ?? -1;
             } finally {
               link.ops.push(OP.STATUS_RESULT, req, at);
               link.flush();
@@ -372,9 +374,13 @@ export class Supervisor {
           const id = ops[i++] as string;
           const online = ops[i++] === 1;
           seen.push({ accountId, id });
-          if (this.cluster !== null) {
-            if (online) this.cluster.online(accountId, id);
-            else this.cluster.offline(accountId, id);
+          const cluster = this.cluster;
+          if (cluster !== null) {
+            if (online) cluster.online(accountId, id);
+            else cluster.offline(accountId, id);
+            cluster
+              .publish({ kind: 'presence', node: cluster.node, account: accountId, id, online })
+              .catch((err: unknown) => this.log.warn({ err }, 'cluster: publishing presence failed'));
           }
           this.notify(accountId, 'presence');
           break;
@@ -618,6 +624,10 @@ export class Supervisor {
 
   /** Cluster mode: another node's news. */
   onClusterEvent(ev: ClusterEvent): void {
+    if (ev.kind === 'presence') {
+      this.broadcast([OP.PRESENCE_REMOTE, ev.account, ev.id, ev.online ? 1 : 0]);
+      return;
+    }
     if (ev.kind === 'account') {
       const acct = { id: ev.account, email: ev.email, key: ev.key, level: ev.level, createdAt: 0 };
       void this.accountChanged(acct, ev.deleted, true);
