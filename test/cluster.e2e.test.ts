@@ -3,6 +3,11 @@
 // topology live in Redis; a topology or account change made on any node applies on every node before or right after
 // its API call returns; concurrent conflicting edits from two nodes leave one consistent topology.
 
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { device, TestClient } from './helpers/client.ts';
 import { startRedis, type TestRedis } from './helpers/redis.ts';
@@ -267,4 +272,88 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await w.line()).toBe('PRESENCE:FAR:OFFLINE');
     expect(await w.request(`TCP:STATUS:${acct.key}:FAR`)).toMatch(/^\[OK:OFFLINE:\d+\]$/);
   });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A node in its own process (so it can be killed with SIGKILL), on the cluster's Redis. */
+async function nodeProcess(id: string, extra: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
+  const [port, httpPort] = [await freePort(), await freePort()];
+  const dir = mkdtempSync(join(tmpdir(), 'p2pc-node-'));
+  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'src', 'cli.ts'), 'start'], {
+    env: {
+      ...process.env,
+      P2PC_PSERVER_SERVERPORT: String(port),
+      P2PC_PSERVER_HOST: '127.0.0.1',
+      P2PC_PSERVER_WORKERS: '2',
+      P2PC_PSERVER_IP_VELOCITY: '0',
+      P2PC_NODE_AUTH_FAILS: '0',
+      P2PC_HTTP_PORT: String(httpPort),
+      P2PC_HTTP_HOST: '127.0.0.1',
+      P2PC_HTTP_ADMIN_TOKEN: ADMIN_TOKEN,
+      P2PC_STORE_PATH: dir,
+      P2PC_LOG_LEVEL: 'silent',
+      P2PC_CLUSTER_REDIS_URL: redis.url,
+      P2PC_CLUSTER_PREFIX: prefix,
+      P2PC_CLUSTER_NODE_ID: id,
+      ...extra,
+    },
+    stdio: 'ignore',
+  });
+  child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  await waitFor(
+    async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 200;
+      } catch {
+        return false;
+      }
+    },
+    `node ${id} to start`,
+    20000,
+  );
+  return { child, port };
+}
+
+describe('cluster mode: a node killed with -9', () => {
+  it('its devices reconnect to another node and resume; pushes to them meanwhile are held, not lost', async () => {
+    // A node of its own with holding on (plan level 4), next to node A.
+    const hold = { P2PC_USER_4HOLDPUSH: '1,1,1,1' };
+    const c = await nodeProcess('C', hold);
+    const holdA = await startTestServer({ ...node('A2', redis.url), USER: { '4HOLDPUSH': [1, 1, 1, 1] } });
+    try {
+      const acct = await account(holdA);
+      const victim = await device(c.port, acct.key, 'VICTIM');
+      const tx = await dev(holdA, acct.key, 'TX');
+      expect(await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:before`)).toBe('[OK:DATA_SENT]');
+      expect(await victim.line()).toBe('PUSH:before');
+      c.child.kill('SIGKILL');
+      await victim.closedByServer(5000).catch(() => undefined); // the kernel resets it
+      // Within the node's liveness TTL its IDs become offline everywhere: pushes are then held.
+      await waitFor(
+        async () => (await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:while away`)) === '[OK:DATA_HELD]',
+        'the dead node to be noticed',
+        15000,
+      );
+      // The device reconnects to a live node: it may take its ID (the old holder is dead), and gets what was held.
+      const back = await TestClient.open(holdA.port);
+      opened.push(back);
+      expect(await back.request(`TCP:ID:${acct.key}:VICTIM`)).toBe('[OK:VICTIM]');
+      expect(await back.line()).toBe('PUSH:while away');
+      expect(await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:resumed`)).toBe('[OK:DATA_SENT]');
+      expect(await back.line()).toBe('PUSH:resumed');
+    } finally {
+      c.child.kill('SIGKILL');
+      await holdA.stop();
+    }
+  }, 60_000);
 });
