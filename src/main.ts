@@ -87,7 +87,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         config.CLUSTER.REDIS_URL,
         { prefix: config.CLUSTER.PREFIX, node: config.CLUSTER.NODE_ID, devicePort: supervisor.port, log },
         (ev) => supervisor.onClusterEvent(ev),
-        () => supervisor.resyncTopologies(),
+        () => supervisor.resyncCluster(),
         (batch) => supervisor.onRemoteDeliveries(batch),
       );
       supervisor.cluster = cluster;

@@ -357,3 +357,29 @@ describe('cluster mode: a node killed with -9', () => {
     }
   }, 60_000);
 });
+
+describe('cluster mode: Redis restarted', () => {
+  it('devices keep talking on their node while Redis is away, cross-node pushes fail clearly, and work again after', async () => {
+    const acct = await account(a);
+    const x = await dev(a, acct.key, 'X');
+    const x2 = await dev(a, acct.key, 'X2');
+    const y = await dev(b, acct.key, 'Y');
+    expect(await x.request(`TCP:PUSH:${acct.key}:RID:Y:before`)).toBe('[OK:DATA_SENT]');
+    expect(await y.line()).toBe('PUSH:before');
+    await redis.stop();
+    try {
+      expect(await x.request(`TCP:PUSH:${acct.key}:RID:X2:local`)).toBe('[OK:DATA_SENT]');
+      expect(await x2.line()).toBe('PUSH:local');
+      expect(await x.request(`TCP:PUSH:${acct.key}:RID:Y:while away`, 10000)).toBe('[FAIL:UNAVAILABLE]');
+    } finally {
+      await redis.start();
+    }
+    // The nodes reconnect and write their IDs into the (empty) directory again.
+    await waitFor(
+      async () => (await x.request(`TCP:PUSH:${acct.key}:RID:Y:after`, 10000)) === '[OK:DATA_SENT]',
+      'cross-node pushes to work again',
+      15000,
+    );
+    expect(await y.line()).toBe('PUSH:after');
+  }, 60_000);
+});

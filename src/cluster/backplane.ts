@@ -123,13 +123,9 @@ export class Backplane {
       }
       if (ev.node !== node) onEvent(ev);
     });
-    // After Redis comes back, events published meanwhile are lost: the owner of the callback reloads.
-    let first = true;
+    // The connections are up: any later 'ready' is Redis coming back, and what was published meanwhile (or all of
+    // the directory, if Redis restarted empty) is lost: the owner of the callback writes and reloads it again.
     sub.on('ready', () => {
-      if (first) {
-        first = false;
-        return;
-      }
       opts.log.warn('cluster: Redis is back; resynchronising');
       onResync();
     });

@@ -27,7 +27,7 @@ export const FAIL = {
   SMS_DISABLED: 'no SMS gateway is configured, or the plan forbids SMS',
   INVALID_ID: 'bad e-mail address or phone number',
   INVALID_USERID: 'unknown account in a secure-session command',
-  UNAVAILABLE: 'the part of the server that decides this is restarting; try again',
+  UNAVAILABLE: 'the part of the server that decides this is restarting or unreachable (cluster: Redis); try again',
   SECURE_REQUIRED: "the account's plan requires TLS or an HSTCP session (USER.REQUIRE_SECURE)",
 } as const;
 

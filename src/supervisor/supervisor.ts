@@ -82,6 +82,11 @@ export class Supervisor {
   private readonly topologyLocks = new Map<number, Promise<void>>();
   /** Cluster mode: the other nodes, through Redis (null when this server runs alone). */
   cluster: Backplane | null = null;
+  /**
+   * Cluster mode: the IDs registered on this node ("account:ID" -> registrations, so a takeover's arrival before
+   * the old holder's departure counts right), written to the cluster directory again after Redis comes back.
+   */
+  private readonly localIds = new Map<string, number>();
   /** Cluster mode: the topology version each account's model was built at (absent: unknown, reload first). */
   private readonly topologyVersions = new Map<number, number>();
   private readonly deviceQueries = new Map<number, (list: { id: string; shard: number }[]) => void>();
@@ -207,27 +212,28 @@ export class Supervisor {
     const answers: [HoldOp, string][] = [];
     // Cluster mode: a push for an ID this node does not have goes to the node that has it (routed in order);
     // only what no live node holds is held here (when the plan holds) or refused.
+    // Redis away: the push is refused with [FAIL:UNAVAILABLE] (never silently dropped, never held on a guess).
     const cluster = this.cluster;
     const routed = await Promise.all(
       batch.map((h) =>
         cluster === null
           ? false
-          : cluster.route(h.accountId, h.id, h.data).catch((err: unknown) => {
+          : cluster.route(h.accountId, h.id, h.data).catch((err: unknown): 'error' => {
               this.log.warn({ err }, 'cluster: routing a push failed');
-              return false;
+              return 'error';
             }),
       ),
     );
     const known = await Promise.all(
       batch.map((h, k) =>
-        routed[k] || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0
+        routed[k] !== false || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0
           ? false
-          : this.isKnownDevice(h.accountId, h.id),
+          : this.isKnownDevice(h.accountId, h.id).catch(() => false),
       ),
     );
     batch.forEach((h, k) => {
-      if (routed[k]) {
-        if (h.req !== 0) answers.push([h, 'DATA_SENT']);
+      if (routed[k] !== false) {
+        if (h.req !== 0) answers.push([h, routed[k] === true ? 'DATA_SENT' : 'UNAVAILABLE']);
         return;
       }
       if (known[k]) {
@@ -376,8 +382,12 @@ export class Supervisor {
           seen.push({ accountId, id });
           const cluster = this.cluster;
           if (cluster !== null) {
+            const k = `${accountId}:${id}`;
+            const n = (this.localIds.get(k) ?? 0) + (online ? 1 : -1);
+            if (n > 0) this.localIds.set(k, n);
+            else this.localIds.delete(k);
             if (online) cluster.online(accountId, id);
-            else cluster.offline(accountId, id);
+            else if (n <= 0) cluster.offline(accountId, id);
             cluster
               .publish({ kind: 'presence', node: cluster.node, account: accountId, id, online })
               .catch((err: unknown) => this.log.warn({ err }, 'cluster: publishing presence failed'));
@@ -668,8 +678,19 @@ export class Supervisor {
     for (const link of touched) link.flush();
   }
 
-  /** Cluster mode, after Redis came back: every account's topology may have moved on; reload them all. */
-  resyncTopologies(): void {
+  /**
+   * Cluster mode, after Redis came back: this node's IDs go into the directory again (a restarted Redis lost them),
+   * and every account's topology may have moved on: reload them all.
+   */
+  resyncCluster(): void {
+    for (const k of this.localIds.keys()) {
+      const i = k.indexOf(':');
+      this.cluster?.online(Number(k.slice(0, i)), k.slice(i + 1));
+    }
+    this.resyncTopologies();
+  }
+
+  private resyncTopologies(): void {
     for (const account of [...this.topologies.keys()]) {
       void this.serialTopology(account, async () => {
         const version = (await this.cluster?.topologyVersion(account)) ?? 0;
