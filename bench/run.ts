@@ -325,6 +325,13 @@ function describeMachine(): string {
   return `commit ${commit}, Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${new Date().toISOString()}`;
 }
 
+if (process.argv[2] === 'cluster') {
+  // `npm run bench -- cluster`: the cluster-mode table only (bench/cluster.ts).
+  const { clusterBench } = await import('./cluster.ts');
+  process.stdout.write(`# P2Pcluster cluster benchmark\n\n${describeMachine()}\n\n${await clusterBench()}\n`);
+  process.exit(0);
+}
+
 const parts: string[] = [`# P2Pcluster benchmark\n\n${describeMachine()}\n`];
 if (env.BENCH_MICRO !== '0') parts.push(`## Micro-benchmarks\n\n${await runMicro()}\n`);
 parts.push(

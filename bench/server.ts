@@ -20,7 +20,8 @@ export interface Server {
 
 export const ADMIN = 'bench-admin-token-000000000000000';
 
-export async function startServer(workers: number): Promise<Server> {
+/** Starts the server as a child process; `extra` adds environment overrides (e.g. cluster mode). */
+export async function startServer(workers: number, extra: Record<string, string> = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'p2pc-bench-'));
   const store = new SqliteStore(dir);
   const key = store.createAccount('bench@bench.example', null, 4).key;
@@ -42,6 +43,7 @@ export async function startServer(workers: number): Promise<Server> {
       // Holding enabled (off by default) with room for the 10,000-message backlog benchmark.
       P2PC_USER_4HOLDPUSH: '1,1,1,1',
       P2PC_USER_5HOLDBUFFER: '100,1000,10000,20000',
+      ...extra,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -224,7 +224,7 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await back.line()).toBe('PUSH:welcome back');
   });
 
-  it('group members on the other node receive CHILDS and RO pushes', async () => {
+  it('group members on the other node receive CHILDS and RO pushes, and the reply counts them', async () => {
     const acct = await account(a);
     expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id: 'P', parent: null })).status).toBe(201);
     for (const id of ['C1', 'C2']) {
@@ -233,10 +233,17 @@ describe('cluster mode: pushes between nodes', () => {
     const p = await dev(a, acct.key, 'P');
     const c1 = await dev(a, acct.key, 'C1');
     const c2 = await dev(b, acct.key, 'C2');
-    // The reply counts the members this node delivered to; the one on node B is routed to it as well.
-    expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:to all children`)).toMatch(/^\[OK:(ALL_2|1\/2)\]$/);
+    // The reply counts the member on node B too, once node B's inbox has it.
+    expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:to all children`)).toBe('[OK:ALL_2]');
     expect(await c1.line()).toBe('PUSH:to all children');
     expect(await c2.line()).toBe('PUSH:to all children');
+    expect((await api(a, 'POST', `${acct.path}/routers`, { name: 'MESH' })).status).toBe(201);
+    for (const id of ['P', 'C2', 'GHOST']) {
+      expect((await api(a, 'PUT', `${acct.path}/routers/MESH/members/${id}`)).status).toBe(204);
+    }
+    await waitFor(async () => JSON.stringify((await api(a, 'GET', `${acct.path}/routers`)).body).includes('GHOST'));
+    expect(await p.request(`TCP:PUSH:${acct.key}:RO:MESH:mesh-wide`)).toBe('[OK:1/2]');
+    expect(await c2.line()).toBe('PUSH:mesh-wide');
   });
 
   it('one ID, two nodes: a live holder on node B keeps it against node A; racing registrations have one winner', async () => {

@@ -94,6 +94,10 @@ export const OP = {
   UNCLAIM: 65,
   /** Supervisor -> every shard (cluster mode): a device came (1) or went (0) on another node: [account, id, online]. */
   PRESENCE_REMOTE: 66,
+  /** Shard -> supervisor (cluster mode): a group push's members not on this node: [req, account, data, level, n, ...ids]. */
+  GROUP_ROUTE: 67,
+  /** Supervisor -> shard: how many of them another node took: [req, routed]. */
+  GROUP_RESULT: 68,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -201,6 +205,8 @@ export type Message =
   | [op: typeof OP.CLAIM_RESULT, req: number, ok: number]
   | [op: typeof OP.UNCLAIM, account: number, id: string]
   | [op: typeof OP.PRESENCE_REMOTE, account: number, id: string, online: number]
+  | [op: typeof OP.GROUP_ROUTE, req: number, account: number, data: string, level: number, n: number, ...ids: string[]]
+  | [op: typeof OP.GROUP_RESULT, req: number, routed: number]
   | [op: typeof OP.ACCOUNT_STATS_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];

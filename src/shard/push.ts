@@ -109,7 +109,8 @@ export function cmdPush(
     memberIds.length = 0;
     return shard.fail(conn, 'FANOUT_LIMIT');
   }
-  shard.send(conn, deliverGroup(shard, conn, acct, data, target));
+  const reply = deliverGroup(shard, conn, acct, data, target);
+  if (reply !== null) shard.send(conn, reply); // null: answered once other nodes were reached (cluster mode)
 }
 
 /** RID semantics with §5 Hold: an offline known device's push is held when the plan allows it. */
@@ -172,26 +173,33 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
  * Delivers to every collected member: locally at once, one DELIVER_MANY per other shard. Offline members are
  * held when the plan allows it (§5 Hold; the reply still counts them as not delivered).
  */
-function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string {
+/** Cluster mode: the members of the group being delivered that are not on this node. */
+const awayIds: string[] = [];
+
+function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string | null {
   const scratch = shard.scratch;
   const status = shard.status;
   const me = shard.index;
   const total = members.length;
-  // Cluster mode: members not here may be on another node; the owner routes them (counted as not delivered).
-  const holding = shard.holdAllowed(acct) || shard.clustered;
+  const holding = shard.holdAllowed(acct);
+  // Cluster mode: members not on this node may be on another one; they are routed (or held) by the supervisor
+  // and the reply waits to count them.
+  const away = shard.clustered ? awayIds : null;
   let line: string | null = null;
   let delivered = 0;
   for (let i = 0; i < total; i++) {
     const handle = members[i]!;
     if (handle === 0) {
-      if (holding) shard.hold(null, acct, memberIds[i]!, data);
+      if (away !== null) away.push(memberIds[i]!);
+      else if (holding) shard.hold(null, acct, memberIds[i]!, data);
       continue;
     }
     const target = shardOf(handle);
     if (target === me) {
       const peer = shard.conns[slotOf(handle)];
       if (peer === undefined || !peer.holds(handle) || peer.closed) {
-        if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        if (away !== null) away.push(memberIds[i]!);
+        else if (holding) shard.hold(null, acct, memberIds[i]!, data);
         continue;
       }
       if (line === null) line = `PUSH:${data}\r\n`;
@@ -199,7 +207,8 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
     } else {
       const flags = liveFlags(status, handle);
       if (!(flags & ALIVE) || shard.links[target] === undefined) {
-        if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        if (away !== null) away.push(memberIds[i]!);
+        else if (holding) shard.hold(null, acct, memberIds[i]!, data);
         continue;
       }
       if (flags & FULL) continue;
@@ -216,5 +225,9 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   }
   members.length = 0;
   shard.metrics.delivered[target]! += delivered;
+  if (away !== null && away.length > 0) {
+    shard.routeGroup(conn, acct, data, awayIds.splice(0), delivered, total, target);
+    return null;
+  }
   return groupReply(delivered, total);
 }

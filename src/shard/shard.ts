@@ -20,7 +20,15 @@ import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
 import { isKeyShaped } from '../protocol/ids.ts';
 import { isHttpPrefix, isHttpStart, ParsedCommand } from '../protocol/parser.ts';
-import { OK_DATA_HELD, OK_DATA_SENT, OK_MAIL_SENT, OK_SMS_SENT, ok, syncLine } from '../protocol/replies.ts';
+import {
+  groupReply,
+  OK_DATA_HELD,
+  OK_DATA_SENT,
+  OK_MAIL_SENT,
+  OK_SMS_SENT,
+  ok,
+  syncLine,
+} from '../protocol/replies.ts';
 import { dstcpField, dstcpKey, hexEquals, hstcpMac, MODE, stcpSessionKey, tlsPsk } from '../protocol/secure.ts';
 import { type Account, AccountTable, ownerShard } from '../routing/account.ts';
 import { applyChange, decodeChange } from '../routing/changes.ts';
@@ -96,6 +104,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private idleTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private reqSeq = 0;
+  /** Cluster mode: group pushes waiting for the count of members other nodes took. */
+  private readonly groups = new Map<
+    number,
+    { conn: Connection; token: number; delivered: number; total: number; target: number }
+  >();
   /** Cluster mode: claims of IDs in the cluster directory, awaiting the supervisor's answer. */
   private readonly claims = new Map<number, (ok: boolean) => void>();
   private readonly pendingRegs = new Map<number, PendingRegistration>();
@@ -829,6 +842,25 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    * [OK:DATA_SENT] when the owner finds it registered meanwhile, in order. It goes through the account's owner
    * shard, which orders it with the device's registration (and so with the fetch of its backlog).
    */
+  /**
+   * Cluster mode: a group push's members not on this node go to the supervisor, which routes each to the node
+   * holding it (or holds it, when the plan holds); the reply, in its place, counts the ones routed.
+   */
+  routeGroup(
+    conn: Connection,
+    acct: Account,
+    data: string,
+    ids: string[],
+    delivered: number,
+    total: number,
+    target: number,
+  ): void {
+    const req = ++this.reqSeq;
+    this.groups.set(req, { conn, token: this.deferReply(conn), delivered, total, target });
+    this.control.ops.push(OP.GROUP_ROUTE, req, acct.id, data, acct.level, ids.length, ...ids);
+    this.scheduleFlush();
+  }
+
   hold(conn: Connection | null, acct: Account, id: string, data: string): void {
     let req = 0;
     if (conn !== null) {
@@ -1392,6 +1424,17 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const online = ops[i++] === 1;
           if (acct !== undefined) presenceEvent(this, acct, id, online);
           this.scheduleFlush();
+          break;
+        }
+        case OP.GROUP_RESULT: {
+          const req = ops[i++] as number;
+          const routed = ops[i++] as number;
+          const g = this.groups.get(req);
+          this.groups.delete(req);
+          if (g !== undefined) {
+            this.metrics.delivered[g.target]! += routed;
+            this.resolveReply(g.conn, g.token, groupReply(g.delivered + routed, g.total));
+          }
           break;
         }
         case OP.CLAIM_RESULT: {

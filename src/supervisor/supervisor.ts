@@ -395,6 +395,32 @@ export class Supervisor {
           this.notify(accountId, 'presence');
           break;
         }
+        case OP.GROUP_ROUTE: {
+          const req = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const data = ops[i++] as string;
+          const level = ops[i++] as number;
+          const n = ops[i++] as number;
+          const ids = ops.slice(i, i + n) as string[];
+          i += n;
+          this.inOrder('cluster: routing a group push failed', async () => {
+            const cluster = this.cluster;
+            let routed = 0;
+            const rest: HoldOp[] = [];
+            if (cluster !== null) {
+              const results = await Promise.all(ids.map((id) => cluster.route(accountId, id, data).catch(() => false)));
+              ids.forEach((id, k) => {
+                if (results[k]) routed++;
+                else rest.push({ req: 0, accountId, id, data, level, origin: index });
+              });
+            }
+            // The rest are offline everywhere: held where the plan holds (counted as not delivered).
+            if (rest.length > 0 && planValue(this.config.USER['4HOLDPUSH'], level) !== 0) await this.holdBatch(rest);
+            link.ops.push(OP.GROUP_RESULT, req, routed);
+            link.flush();
+          });
+          break;
+        }
         case OP.CLAIM: {
           const req = ops[i++] as number;
           const accountId = ops[i++] as number;
