@@ -48,6 +48,27 @@ if redis.call('EXISTS', p .. 'inst:' .. inst) == 0 then return 0 end
 redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', ARGV[6], '*', 'a', ARGV[2], 'i', ARGV[3], 'd', ARGV[5])
 return 1`;
 
+/**
+ * ARGV: prefix, this instance, inbox cap, then (account, id, data) per push. Routes each like ROUTE, in order;
+ * returns 1/0 per push. One call for a whole batch: the lookups of one directory and one instance are cached.
+ */
+const ROUTE_MANY = `
+local p, me, cap = ARGV[1], ARGV[2], ARGV[3]
+local out, alive = {}, {}
+for i = 4, #ARGV, 3 do
+  local inst = redis.call('HGET', p .. 'dir:' .. ARGV[i], ARGV[i + 1])
+  local ok = 0
+  if inst and inst ~= me then
+    if alive[inst] == nil then alive[inst] = redis.call('EXISTS', p .. 'inst:' .. inst) == 1 end
+    if alive[inst] then
+      redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', cap, '*', 'a', ARGV[i], 'i', ARGV[i + 1], 'd', ARGV[i + 2])
+      ok = 1
+    end
+  end
+  out[#out + 1] = ok
+end
+return out`;
+
 /** ARGV: prefix, account, id, this instance. 1 (and the ID is this instance's) unless a live other instance holds it. */
 const CLAIM = `
 local k = ARGV[1] .. 'dir:' .. ARGV[2]
@@ -191,6 +212,15 @@ export class Backplane {
   async onlineElsewhere(account: number, id: string): Promise<boolean> {
     const inst = await this.pub.hget(`${this.prefix}dir:${account}`, id);
     return inst !== null && inst !== this.instance && (await this.pub.exists(`${this.prefix}inst:${inst}`)) === 1;
+  }
+
+  /** Routes pushes in order, in one call: per push, true when a live other node took it. */
+  async routeMany(pushes: readonly { account: number; id: string; data: string }[]): Promise<boolean[]> {
+    if (pushes.length === 0) return [];
+    const args: (string | number)[] = [this.prefix, this.instance, INBOX_MAX];
+    for (const p of pushes) args.push(p.account, p.id, p.data);
+    const r = (await this.pub.eval(ROUTE_MANY, 0, ...args)) as number[];
+    return r.map((x) => x === 1);
   }
 
   /** Routes a push to the live node holding the ID; false when no other live node holds it. */

@@ -214,16 +214,15 @@ export class Supervisor {
     // only what no live node holds is held here (when the plan holds) or refused.
     // Redis away: the push is refused with [FAIL:UNAVAILABLE] (never silently dropped, never held on a guess).
     const cluster = this.cluster;
-    const routed = await Promise.all(
-      batch.map((h) =>
-        cluster === null
-          ? false
-          : cluster.route(h.accountId, h.id, h.data).catch((err: unknown): 'error' => {
-              this.log.warn({ err }, 'cluster: routing a push failed');
-              return 'error';
-            }),
-      ),
-    );
+    let routed: (boolean | 'error')[] = batch.map(() => false);
+    if (cluster !== null) {
+      try {
+        routed = await cluster.routeMany(batch.map((h) => ({ account: h.accountId, id: h.id, data: h.data })));
+      } catch (err) {
+        this.log.warn({ err }, 'cluster: routing pushes failed');
+        routed = batch.map(() => 'error');
+      }
+    }
     const known = await Promise.all(
       batch.map((h, k) =>
         routed[k] !== false || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0
@@ -408,7 +407,9 @@ export class Supervisor {
             let routed = 0;
             const rest: HoldOp[] = [];
             if (cluster !== null) {
-              const results = await Promise.all(ids.map((id) => cluster.route(accountId, id, data).catch(() => false)));
+              const results = await cluster
+                .routeMany(ids.map((id) => ({ account: accountId, id, data })))
+                .catch(() => ids.map(() => false));
               ids.forEach((id, k) => {
                 if (results[k]) routed++;
                 else rest.push({ req: 0, accountId, id, data, level, origin: index });
