@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { device, TestClient } from './helpers/client.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { redisRelay, startRedis, type TestRedis } from './helpers/redis.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep } from './helpers/shards.ts';
 
@@ -361,6 +361,49 @@ describe('cluster mode: a node killed with -9', () => {
     } finally {
       c.child.kill('SIGKILL');
       await holdA.stop();
+    }
+  }, 60_000);
+});
+
+describe('cluster mode: a partition of one node', () => {
+  it('the cut-off node keeps its local traffic, its IDs may move to other nodes, and after healing one holder remains', async () => {
+    const relay = await redisRelay(redis.port);
+    const p = await startTestServer({ CLUSTER: { REDIS_URL: relay.url, PREFIX: prefix, NODE_ID: 'P' } });
+    try {
+      const acct = await account(a);
+      const x = await dev(p, acct.key, 'X');
+      const local = await dev(p, acct.key, 'LOCAL');
+      const far = await dev(a, acct.key, 'FAR');
+      expect(await far.request(`TCP:PUSH:${acct.key}:RID:X:before`)).toBe('[OK:DATA_SENT]');
+      expect(await x.line()).toBe('PUSH:before');
+
+      relay.cut();
+      // Cut off: local pushes work, pushes to other nodes fail clearly.
+      expect(await local.request(`TCP:PUSH:${acct.key}:RID:X:local`)).toBe('[OK:DATA_SENT]');
+      expect(await x.line()).toBe('PUSH:local');
+      expect(await local.request(`TCP:PUSH:${acct.key}:RID:FAR:out`, 10000)).toBe('[FAIL:UNAVAILABLE]');
+      // The rest of the cluster stops seeing node P within its liveness TTL; X may then register on node A.
+      let moved: TestClient | null = null;
+      await waitFor(
+        async () => {
+          const c = await TestClient.open(a.port);
+          opened.push(c);
+          if ((await c.request(`TCP:ID:${acct.key}:X`)) !== '[OK:X]') return false;
+          c.answerSync = true;
+          moved = c;
+          return true;
+        },
+        "node P's IDs to be free",
+        15000,
+      );
+      relay.heal();
+      // Back in touch, node P finds X given away and disconnects its own holder: one X in the cluster.
+      await x.closedByServer(15000);
+      expect(await far.request(`TCP:PUSH:${acct.key}:RID:X:after`)).toBe('[OK:DATA_SENT]');
+      expect(await moved!.line()).toBe('PUSH:after');
+    } finally {
+      await p.stop();
+      await relay.close();
     }
   }, 60_000);
 });

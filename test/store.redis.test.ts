@@ -3,13 +3,12 @@
 // handing a message out twice, a script failing half-way leaving every key as it was, every key under the prefix
 // with no KEYS/SCAN, and calls while Redis is away failing clearly and quickly, then working again once it is back.
 
-import { createConnection, createServer, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { TopologyChange } from '../src/routing/changes.ts';
 import { RedisStore } from '../src/store/redis.ts';
 import { StoreError } from '../src/store/store.ts';
-import { startRedis, type TestRedis } from './helpers/redis.ts';
+import { redisRelay, startRedis, type TestRedis } from './helpers/redis.ts';
 import { rebuild, storeContract, topologyPicture } from './store.contract.ts';
 
 let server: TestRedis;
@@ -45,39 +44,6 @@ async function dump(prefix: string): Promise<Record<string, unknown>> {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** A TCP relay to Redis whose connections can be cut, as a network failure would. */
-async function relay(port: number): Promise<{ url: string; cut(): void; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const srv = createServer((client) => {
-    const upstream = createConnection({ host: '127.0.0.1', port });
-    for (const [a, b] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      sockets.add(a);
-      a.on('error', () => b.destroy());
-      a.on('close', () => {
-        sockets.delete(a);
-        b.destroy();
-      });
-      a.pipe(b);
-    }
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port: own } = srv.address() as { port: number };
-  return {
-    url: `redis://127.0.0.1:${own}`,
-    cut: () => {
-      for (const s of sockets) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        srv.close(() => r());
-      }),
-  };
-}
 
 /** Keeps the Redis server busy (every client waits) for about `ms`. */
 const BUSY = `local t = redis.call('TIME')
@@ -228,7 +194,7 @@ describe('RedisStore on a shared Redis', () => {
 
   it('calls in flight when the connection drops are rejected at once and never written twice', async () => {
     const prefix = freshPrefix();
-    const r = await relay(server.port);
+    const r = await redisRelay(server.port);
     try {
       const s = await store(prefix);
       const viaRelay = await RedisStore.open(r.url, { prefix });

@@ -710,9 +710,22 @@ export class Supervisor {
    * and every account's topology may have moved on: reload them all.
    */
   resyncCluster(): void {
+    const cluster = this.cluster;
+    if (cluster === null) return;
     for (const k of this.localIds.keys()) {
       const i = k.indexOf(':');
-      this.cluster?.online(Number(k.slice(0, i)), k.slice(i + 1));
+      const account = Number(k.slice(0, i));
+      const id = k.slice(i + 1);
+      // Claimed again, not just written: if another node gave the ID away while this one was cut off (a
+      // partition), the other node's holder stays and this node's is disconnected (its will fires; it reconnects).
+      cluster.claim(account, id).then(
+        (ok) => {
+          if (ok) return;
+          this.log.warn({ account, id }, 'cluster: an ID was given to another node meanwhile; disconnecting it here');
+          void this.kickDevice(account, id);
+        },
+        (err: unknown) => this.log.warn({ err }, 'cluster: reclaiming an ID failed'),
+      );
     }
     this.resyncTopologies();
   }

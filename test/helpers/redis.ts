@@ -3,7 +3,7 @@
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 
 export const REDIS_SERVER = process.env.P2PC_REDIS_SERVER ?? '/usr/bin/redis-server';
@@ -129,5 +129,56 @@ export async function startRedis(): Promise<TestRedis> {
       await stop();
       await start();
     },
+  };
+}
+
+/**
+ * A TCP relay in front of Redis, for one client to go through: `cut()` drops its connections and refuses new ones
+ * (a network partition, or a failure mid-call), `heal()` lets connections through again.
+ */
+export async function redisRelay(
+  port: number,
+): Promise<{ url: string; cut(): void; heal(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let blocked = false;
+  const srv = createServer((client) => {
+    if (blocked) {
+      client.destroy();
+      return;
+    }
+    const upstream = createConnection({ host: '127.0.0.1', port });
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      sockets.add(a);
+      a.on('error', () => b.destroy());
+      a.on('close', () => {
+        sockets.delete(a);
+        b.destroy();
+      });
+      a.pipe(b);
+    }
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port: own } = srv.address() as { port: number };
+  const dropAll = (): void => {
+    for (const s of sockets) s.destroy();
+  };
+  return {
+    url: `redis://127.0.0.1:${own}`,
+    cut: () => {
+      blocked = true;
+      dropAll();
+    },
+    heal: () => {
+      blocked = false;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        blocked = true;
+        dropAll();
+        srv.close(() => r());
+      }),
   };
 }
