@@ -145,6 +145,7 @@ function printBanner(key: string, config: Config): void {
       `  nc localhost ${port}     then type   TCP:ID:${key}:123`,
       `  nc localhost ${port}     then type   TCP:ID:${key}:1234`,
       `  and in the first one:                TCP:PUSH:${key}:RID:1234:Hello1234`,
+      `Watch them in the console: http://localhost:${config.HTTP.PORT}/ (log in with the KEY)`,
       '',
     ].join('\n') + '\n',
   );
