@@ -5,12 +5,11 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { device, TestClient } from './helpers/client.ts';
-import { redisRelay, startRedis, type TestRedis } from './helpers/redis.ts';
+import { freePort, redisRelay, startRedis, type TestRedis } from './helpers/redis.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep } from './helpers/shards.ts';
 
@@ -280,17 +279,6 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await w.request(`TCP:STATUS:${acct.key}:FAR`)).toMatch(/^\[OK:OFFLINE:\d+\]$/);
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** A node in its own process (so it can be killed with SIGKILL), on the cluster's Redis. */
 async function nodeProcess(id: string, extra: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
