@@ -4,9 +4,9 @@
 //
 // Deliveries: a node keeps, per account, which node instance holds each of its registered IDs (`dir:<account>`, a
 // hash ID -> instance); each running instance refreshes its liveness key (`inst:<instance>`, a few seconds' TTL) and
-// reads its inbox stream (`in:<instance>`, capped). A push to an ID that is not registered on this node is routed by
-// one Lua script (look up, check the instance lives, XADD to its inbox), so a node's pushes keep their order; the
-// instance that reads it delivers as its own owner shard would. An instance that dies stops refreshing its key, and
+// reads its inbox stream (`in:<instance>`, capped). Pushes to IDs not registered on this node are routed a batch at
+// a time by one Lua script (look up, check the instance lives, XADD to its inbox), so a node's pushes keep their
+// order; the instance that reads them delivers as its own owner shard would. An instance that dies stops refreshing its key, and
 // within the TTL its IDs count as offline everywhere: no ID is held forever by a dead node.
 //
 // Topology changes: a node takes the account's lock (SET NX PX), checks the version against the one its model was
@@ -39,18 +39,10 @@ const INSTANCE_TTL_MS = 6000;
 /** Entries an inbox keeps for a reader that lags (approximately; the oldest go first). */
 const INBOX_MAX = 100_000;
 
-/** ARGV: prefix, account, id, this instance, data, inbox cap. 1 when routed to a live other instance, else 0. */
-const ROUTE = `
-local p = ARGV[1]
-local inst = redis.call('HGET', p .. 'dir:' .. ARGV[2], ARGV[3])
-if not inst or inst == ARGV[4] then return 0 end
-if redis.call('EXISTS', p .. 'inst:' .. inst) == 0 then return 0 end
-redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', ARGV[6], '*', 'a', ARGV[2], 'i', ARGV[3], 'd', ARGV[5])
-return 1`;
-
 /**
- * ARGV: prefix, this instance, inbox cap, then (account, id, data) per push. Routes each like ROUTE, in order;
- * returns 1/0 per push. One call for a whole batch: the lookups of one directory and one instance are cached.
+ * ARGV: prefix, this instance, inbox cap, then (account, id, data) per push. Per push, in order: the instance
+ * holding the ID (dir:<account>), if it is another one and alive (inst:<instance>), gets the push in its inbox
+ * (XADD in:<instance>); returns 1/0 per push. One call for a whole batch; an instance's liveness is read once.
  */
 const ROUTE_MANY = `
 local p, me, cap = ARGV[1], ARGV[2], ARGV[3]
@@ -84,7 +76,11 @@ if redis.call('HGET', k, ARGV[3]) == ARGV[4] then return redis.call('HDEL', k, A
 return 0`;
 
 /** Releases a lock only if it still holds our token. */
-const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const UNLOCK = `if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('DEL', ARGV[1]) end return 0`;
+
+/** The scripts, sent once per connection and then called by their SHA (ioredis' defineCommand). */
+const SCRIPTS = { p2pcRoute: ROUTE_MANY, p2pcClaim: CLAIM, p2pcForget: FORGET, p2pcUnlock: UNLOCK } as const;
+type ScriptCalls = { [K in keyof typeof SCRIPTS]: (...args: (string | number)[]) => Promise<unknown> };
 
 export class Backplane {
   readonly node: string;
@@ -94,6 +90,7 @@ export class Backplane {
   private heartbeat: NodeJS.Timeout | null = null;
   private readonly prefix: string;
   private readonly pub: Redis;
+  private readonly scripts: ScriptCalls;
   private readonly sub: Redis;
   private readonly log: Logger;
   private closed = false;
@@ -104,6 +101,8 @@ export class Backplane {
     this.instance = `${node}#${randomBytes(6).toString('hex')}`;
     this.prefix = prefix;
     this.pub = pub;
+    for (const [name, lua] of Object.entries(SCRIPTS)) pub.defineCommand(name, { numberOfKeys: 0, lua });
+    this.scripts = pub as unknown as ScriptCalls;
     this.sub = sub;
     this.reader = reader;
     this.log = log;
@@ -198,14 +197,14 @@ export class Backplane {
 
   /** An ID left this node (forgotten only if no other node took it meanwhile). */
   offline(account: number, id: string): void {
-    this.pub.eval(FORGET, 0, this.prefix, account, id, this.instance).catch((err: unknown) => {
+    this.scripts.p2pcForget(this.prefix, account, id, this.instance).catch((err: unknown) => {
       this.log.warn({ err }, 'cluster: recording a departure failed');
     });
   }
 
   /** Claims an ID for this node: false when a live other node holds it (§4 across nodes). */
   async claim(account: number, id: string): Promise<boolean> {
-    return (await this.pub.eval(CLAIM, 0, this.prefix, account, id, this.instance)) === 1;
+    return (await this.scripts.p2pcClaim(this.prefix, account, id, this.instance)) === 1;
   }
 
   /** True when a live other node holds the ID. */
@@ -219,14 +218,8 @@ export class Backplane {
     if (pushes.length === 0) return [];
     const args: (string | number)[] = [this.prefix, this.instance, INBOX_MAX];
     for (const p of pushes) args.push(p.account, p.id, p.data);
-    const r = (await this.pub.eval(ROUTE_MANY, 0, ...args)) as number[];
+    const r = (await this.scripts.p2pcRoute(...args)) as number[];
     return r.map((x) => x === 1);
-  }
-
-  /** Routes a push to the live node holding the ID; false when no other live node holds it. */
-  async route(account: number, id: string, data: string): Promise<boolean> {
-    const r = await this.pub.eval(ROUTE, 0, this.prefix, account, id, this.instance, data, INBOX_MAX);
-    return r === 1;
   }
 
   publish(ev: ClusterEvent): Promise<number> {
@@ -255,7 +248,7 @@ export class Backplane {
     try {
       return await fn();
     } finally {
-      await this.pub.eval(UNLOCK, 1, key, token).catch((err: unknown) => {
+      await this.scripts.p2pcUnlock(key, token).catch((err: unknown) => {
         this.log.warn({ err }, 'cluster: releasing a lock failed (it expires by itself)');
       });
     }
