@@ -67,8 +67,10 @@ export interface ThroughputResult {
 }
 
 /**
- * One sender pipelines `messages` copies of `line` (window-limited by replies), `receivers` count the
- * deliveries; resolves when every expected delivery arrived. Fails on any [FAIL reply.
+ * One sender pipelines `messages` copies of `line`, `receivers` count the deliveries; resolves when every expected
+ * delivery arrived. Fails on any [FAIL reply. At most `window` messages are outstanding: not yet replied to, and not
+ * yet delivered (a reply can come before its delivery when the receiver is on another shard, so a window of replies
+ * alone would let deliveries pile up at a receiver until it is over NODE.MAX_OUTBUF and pushes fail REM_LINK).
  */
 export function pipeline(
   sender: Socket,
@@ -98,13 +100,23 @@ export function pipeline(
         resolve({ messages, deliveries: delivered, seconds, perSecond: delivered / seconds });
       }
     };
+    let draining = false;
     const pump = (): void => {
-      while (sent < messages && sent - replies < window) {
+      if (draining) return;
+      while (
+        sent < messages &&
+        sent - replies < window &&
+        sent * deliveriesPerMessage - delivered < window * deliveriesPerMessage
+      ) {
         const n = Math.min(batchSize, messages - sent);
         const ok = n === batchSize ? sender.write(batch) : sender.write(line.repeat(n), 'latin1');
         sent += n;
         if (!ok) {
-          sender.once('drain', pump);
+          draining = true;
+          sender.once('drain', () => {
+            draining = false;
+            pump();
+          });
           return;
         }
       }
@@ -118,6 +130,7 @@ export function pipeline(
       r.on('data', (b: Buffer) => {
         delivered += countLines(b);
         if (delivered >= expected) finish();
+        else pump();
       });
     }
     start = performance.now();

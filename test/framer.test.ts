@@ -275,7 +275,7 @@ describe('frameLines fixtures: one chunk, byte by byte, split at every position'
 });
 
 describe('frameLines details', () => {
-  it('delivers s[start, end) without the terminator, from the combined pending + chunk', () => {
+  it('delivers s[start, end) without the terminator; a line that straddles reads comes from pending + its part', () => {
     const seen: [string, number, number][] = [];
     const ctx: FramerState = { pending: 'TCP:G', discarding: false };
     frameLines(ctx, 'ID:K\r\nX', 100, {
@@ -287,8 +287,28 @@ describe('frameLines details', () => {
         throw new Error('not too long');
       },
     });
-    expect(seen).toEqual([['TCP:GID:K\r\nX', 0, 9]]);
+    expect(seen).toEqual([['TCP:GID:K\r\n', 0, 9]]);
     expect(ctx.pending).toBe('X');
+  });
+
+  it('lines after the straddling one are delivered from the chunk itself (no rope of pending + chunk)', () => {
+    const seen: [string, number, number][] = [];
+    const ctx: FramerState = { pending: 'A', discarding: false };
+    const chunk = 'B\nCD\r\nE';
+    frameLines(ctx, chunk, 100, {
+      onLine: (_c, s, start, end) => {
+        seen.push([s, start, end]);
+        return true;
+      },
+      onTooLong: () => {
+        throw new Error('not too long');
+      },
+    });
+    expect(seen).toEqual([
+      ['AB\n', 0, 2],
+      [chunk, 2, 4],
+    ]);
+    expect(ctx.pending).toBe('E');
   });
 
   it('an empty chunk with nothing pending does nothing', () => {
@@ -481,6 +501,47 @@ describe('frameLines properties', () => {
         },
       ),
       { numRuns: 2000 },
+    );
+  });
+
+  it('a sink that takes lines in bulk (takeLines) sees the same lines, with chunkings and pauses', () => {
+    // Takes every whole CRLF line that starts with 'a' and fits maxLine, as the shard's bulk push path does.
+    let max = 0;
+    const bulk: LineSink<Ctx> = {
+      ...sink,
+      takeLines(ctx, s, pos, n) {
+        let p = pos;
+        while (p < n && s.charCodeAt(p) === 97) {
+          const lf = s.indexOf('\n', p);
+          if (lf < 0 || s.charCodeAt(lf - 1) !== 13 || lf - 1 - p > max) break;
+          ctx.events.push(L(s.slice(p, lf - 1)));
+          ctx.lines++;
+          p = lf + 1;
+        }
+        return p;
+      },
+    };
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'a', 'a', 'b', '\r', '\n'), maxLength: 60 }),
+        cutsArb,
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.boolean(), { minLength: 1, maxLength: 16 }),
+        (s, cuts, maxLine, pauses) => {
+          const pauseAt = (n: number) => pauses[n % pauses.length]!;
+          const ctx = newCtx(pauseAt);
+          max = maxLine;
+          for (const c of chunked(s, cuts)) {
+            frameLines(ctx, c, maxLine, bulk);
+            while (ctx.paused) {
+              ctx.paused = false;
+              frameLines(ctx, '', maxLine, bulk);
+            }
+          }
+          expect(outcome(ctx)).toEqual(oracle(s, maxLine));
+        },
+      ),
+      { numRuns: 5000 },
     );
   });
 

@@ -522,3 +522,76 @@ describe('binary garbage', () => {
     expect(slots.map((s) => s.crashes.length)).toEqual([0, 0]);
   }, 30000);
 });
+
+// ------------------------------------------------------------------ pipelined pushes
+
+describe('pipelined RID pushes (consecutive lines with one prefix are taken in bulk)', () => {
+  /**
+   * A's pipelined stream: long runs to B with some lines that must leave the run (LF only, a push to C, the KEY
+   * in lower case, payloads holding the prefix itself, CR inside, empty), a GID in between, RETDATA at the end.
+   */
+  function stream(
+    key: string,
+    b: string,
+    c: string,
+  ): { bytes: string; replies: string[]; toB: string[]; toC: string[] } {
+    const out = { bytes: '', replies: [] as string[], toB: [] as string[], toC: [] as string[] };
+    const datas: string[] = [];
+    const push = (k: string, id: string, data: string, eol = '\r\n'): void => {
+      out.bytes += `TCP:PUSH:${k}:RID:${id}:${data}${eol}`;
+      out.replies.push('[OK:DATA_SENT]');
+      (id.toUpperCase() === b.toUpperCase() ? out.toB : out.toC).push(`PUSH:${data}`);
+      datas.push(data);
+    };
+    for (let i = 0; i < 3000; i++) {
+      const r = i % 97;
+      if (r === 5) push(key, b, `lf-only-${i}`, '\n');
+      else if (r === 17) push(key, c, `to-c-${i}`);
+      else if (r === 29) push(key.toLowerCase(), b, `lower-key-${i}`);
+      else if (r === 41) push(key, b, `TCP:PUSH:${key}:RID:${b}:inner-${i}`);
+      else if (r === 53) push(key, b, '');
+      else if (r === 61) push(key, b, `cr\rinside-${i}\r`);
+      else if (r === 73) {
+        out.bytes += `TCP:GID:${key}\r\n`;
+        out.replies.push('[OK:PA]');
+      } else push(key, b, `${i}:${'x'.repeat(i % 200)}\xff`);
+    }
+    out.bytes += `TCP:RETDATA:${key}:0\r\n`;
+    out.replies.push(`[OK:>${datas.slice(-5).join('>')}]`);
+    return out;
+  }
+
+  for (const [name, shardB] of [
+    ['receiver on the same shard', 0],
+    ['receiver on the other shard', 1],
+  ] as const) {
+    it(`${name}: any chunking gives the replies and deliveries of one push at a time`, async () => {
+      for (const seed of [1, 2, 3]) {
+        const key = chunky.newKey();
+        const a = await openOn(chunky, 0);
+        expect(await a.request(`TCP:ID:${key}:pa`)).toBe('[OK:PA]');
+        const bc = await openOn(chunky, shardB);
+        expect(await bc.request(`TCP:ID:${key}:pb`)).toBe('[OK:PB]');
+        const cc = await dev(chunky, key, 'pc');
+        const s = stream(key, 'pb', 'pc');
+        const rnd = prng(seed);
+        const cuts = new Set<number>();
+        while (cuts.size < 40) cuts.add(1 + Math.floor(rnd() * (s.bytes.length - 1)));
+        for (const part of splitAt(
+          s.bytes,
+          [...cuts].sort((x, y) => x - y),
+        ))
+          a.write(part);
+        expect(await a.lines(s.replies.length, 20000)).toEqual(s.replies);
+        expect(await bc.lines(s.toB.length, 20000)).toEqual(s.toB);
+        expect(await cc.lines(s.toC.length, 20000)).toEqual(s.toC);
+        expect([a.buffer, bc.buffer, cc.buffer]).toEqual(['', '', '']);
+        for (const x of [a, bc, cc]) x.close();
+        await waitFor(
+          () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
+          'the server to see the connections closed',
+        );
+      }
+    }, 60000);
+  }
+});

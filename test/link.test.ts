@@ -26,6 +26,38 @@ describe('PortLink', () => {
     expect(decodeBatch(encodeBatch(ops))).toEqual(ops);
   });
 
+  it('carries bytes (DELIVER_BYTES) unchanged', () => {
+    const lines = Buffer.from('PUSH:a\r\nPUSH:\u00ff\x00b\r\n', 'latin1');
+    const ops = decodeBatch(encodeBatch([OP.DELIVER_BYTES, 7, 2, lines, OP.KICK, 1]));
+    expect(ops.length).toBe(6);
+    expect(Buffer.from(ops[3] as Uint8Array).equals(lines)).toBe(true);
+    expect([ops[0], ops[1], ops[2], ops[4], ops[5]]).toEqual([OP.DELIVER_BYTES, 7, 2, OP.KICK, 1]);
+  });
+
+  it('between shards, credit waits for the next batch until a sixteenth of the limit is owed', async () => {
+    const ch = new MessageChannel();
+    const credited: number[] = [];
+    const a = new PortLink(1, ch.port1, 16 * 4096, (ops, l) => {
+      if (ops[0] !== OP.CREDIT) return;
+      credited.push(ops[1] as number);
+      l.credit(ops[1] as number);
+    });
+    const b = new PortLink(0, ch.port2, 16 * 4096, () => {});
+    open.push(a, b);
+    a.ops.push(OP.KICK, 1);
+    a.flush();
+    await tick();
+    expect(b.pending).toBe(false); // a few bytes owed: not worth a batch of its own
+    a.ops.push(OP.DELIVER_BYTES, 1, 1, Buffer.alloc(5000));
+    a.flush();
+    await tick();
+    expect(b.pending).toBe(true);
+    b.flush();
+    await tick();
+    expect(credited.length).toBe(1);
+    expect(a.inflight).toBe(0);
+  });
+
   it('posts one batch per flush, in order', async () => {
     const [a, got] = pair();
     a.ops.push(OP.KICK, 1);

@@ -16,6 +16,13 @@ export interface LineSink<C> {
   onLine(ctx: C, s: string, start: number, end: number): boolean;
   /** An overlong line was found (reported once per line). */
   onTooLong(ctx: C): void;
+  /**
+   * Optional bulk path, offered each complete line before it is framed one by one: the sink may take the lines
+   * starting at `pos` itself and return the position after the last one it took (`pos` when it took none). It takes
+   * only whole lines, each ending in CRLF within `s` and no longer than maxLine, and must handle them exactly as
+   * one onLine call each would have.
+   */
+  takeLines?(ctx: C, s: string, pos: number, n: number): number;
 }
 
 /** A copy of s that does not keep a larger parent string alive (V8 slices share their parent). */
@@ -24,11 +31,34 @@ export function detach(s: string): string {
 }
 
 export function frameLines<C extends FramerState>(ctx: C, chunk: string, maxLine: number, sink: LineSink<C>): void {
-  const s = ctx.pending.length === 0 ? chunk : ctx.pending + chunk;
+  const pending = ctx.pending;
+  if (pending.length === 0) {
+    frameFrom(ctx, chunk, 0, maxLine, sink);
+    return;
+  }
   ctx.pending = '';
+  const lf = chunk.indexOf('\n');
+  if (lf < 0 || lf === chunk.length - 1) {
+    frameFrom(ctx, pending + chunk, 0, maxLine, sink);
+    return;
+  }
+  // The line that straddles the two reads first, then the chunk itself: framing pending + chunk as one string
+  // would make it a rope, which every later character access would have to walk.
+  if (!frameFrom(ctx, pending + chunk.slice(0, lf + 1), 0, maxLine, sink)) {
+    ctx.pending = ctx.pending.length === 0 ? detach(chunk.slice(lf + 1)) : ctx.pending + chunk.slice(lf + 1);
+    return;
+  }
+  frameFrom(ctx, chunk, lf + 1, maxLine, sink);
+}
+
+/** Frames s from `pos`; false when the sink paused (the rest of s is then in ctx.pending). */
+function frameFrom<C extends FramerState>(ctx: C, s: string, pos: number, maxLine: number, sink: LineSink<C>): boolean {
   const n = s.length;
-  let pos = 0;
   while (pos < n) {
+    if (sink.takeLines !== undefined && !ctx.discarding) {
+      pos = sink.takeLines(ctx, s, pos, n);
+      if (pos >= n) break;
+    }
     const lf = s.indexOf('\n', pos);
     if (lf < 0) break;
     const start = pos;
@@ -44,18 +74,19 @@ export function frameLines<C extends FramerState>(ctx: C, chunk: string, maxLine
     }
     if (!sink.onLine(ctx, s, start, end)) {
       if (pos < n) ctx.pending = detach(s.slice(pos));
-      return;
+      return false;
     }
   }
-  if (pos >= n || ctx.discarding) return;
+  if (pos >= n || ctx.discarding) return true;
   const len = n - pos;
   // The tail is still unterminated; a CR at its very end may belong to the coming CRLF.
   if (len > maxLine && !(len === maxLine + 1 && s.charCodeAt(n - 1) === 13)) {
     ctx.discarding = true;
     sink.onTooLong(ctx);
-    return;
+    return true;
   }
   ctx.pending = pos === 0 ? s : detach(s.slice(pos));
+  return true;
 }
 
 /**

@@ -17,6 +17,8 @@ export function encodeBatch(ops: unknown[]): Uint8Array {
   const packed = packr.pack(ops);
   const out = new Uint8Array(packed.length);
   out.set(packed);
+  // Copied out: msgpackr may write the next batch from the start of its buffer again (no new buffer every few).
+  packr.position = 0;
   return out;
 }
 
@@ -26,6 +28,9 @@ export function decodeBatch(bytes: Uint8Array): unknown[] {
 }
 
 export type BatchHandler = (ops: unknown[], from: PortLink) => void;
+
+/** Batches between shards are written into buffers the peer hands back (powers of two), at most this many kept. */
+const POOL_MAX = 16;
 export type PortHandler = (msg: PortMessage, from: PortLink) => void;
 
 export class PortLink {
@@ -58,19 +63,46 @@ export class PortLink {
   lastHandle = 0;
   lastData = -1;
   lastRun = 0;
+  /**
+   * Between shards, batch buffers go back and forth instead of being allocated for every batch (each one would be
+   * external memory to the receiver's heap, and a stream of them makes it collect all the time): `pool` holds
+   * buffers of our batches that the peer has processed and handed back, `returns` the peer's that we processed.
+   * The receiving shard keeps nothing that points into a batch (delivered bytes are copied out).
+   */
+  private readonly recycle: boolean;
+  private readonly pool: ArrayBuffer[] = [];
+  private returns: ArrayBuffer[] = [];
+  private readonly onBatch: BatchHandler;
+  /**
+   * Credit owed is sent with the next batch, or on its own once it reaches this much: between shards a sixteenth of
+   * the limit, so a one-way stream does not cost a CREDIT batch back for every batch (the sender only waits for credit
+   * past the limit, by which time far more than this is owed).
+   */
+  private readonly creditAt: number;
 
   constructor(peer: number, port: MessagePort, limit: number, onBatch: BatchHandler, onPort?: PortHandler) {
     this.peer = peer;
     this.port = port;
     this.limit = limit;
+    this.onBatch = onBatch;
+    this.recycle = peer >= 0;
+    this.creditAt = peer >= 0 ? Math.max(1, Math.floor(limit / 16)) : 1;
     port.on('message', (msg: unknown) => {
-      if (msg instanceof Uint8Array) {
-        const ops = decodeBatch(msg);
-        // Flow-control-only batches (they start with CREDIT or DIR_ACK) are not credited back.
-        if (ops[0] !== OP.CREDIT && ops[0] !== OP.DIR_ACK) this.owed += msg.byteLength;
-        onBatch(ops, this);
+      if (msg instanceof Uint8Array) this.receive(msg);
+      else if (Array.isArray(msg)) {
+        // [batch, ...buffers of our earlier batches, handed back]
+        for (let i = 1; i < msg.length; i++) if (this.pool.length < POOL_MAX) this.pool.push(msg[i] as ArrayBuffer);
+        this.receive(msg[0] as Uint8Array);
       } else if (onPort) onPort(msg as PortMessage, this);
     });
+  }
+
+  private receive(msg: Uint8Array): void {
+    const ops = decodeBatch(msg);
+    // Flow-control-only batches (they start with CREDIT or DIR_ACK) are not credited back.
+    if (ops[0] !== OP.CREDIT && ops[0] !== OP.DIR_ACK) this.owed += msg.byteLength;
+    this.onBatch(ops, this);
+    if (this.recycle && this.returns.length < POOL_MAX) this.returns.push(msg.buffer as ArrayBuffer);
   }
 
   get congested(): boolean {
@@ -78,7 +110,7 @@ export class PortLink {
   }
 
   get pending(): boolean {
-    return this.ops.length > 0 || this.owed > 0 || this.dirAckDue || this.raw.length > 0;
+    return this.ops.length > 0 || this.owed >= this.creditAt || this.dirAckDue || this.raw.length > 0;
   }
 
   /** Receiver side: the peer credited `bytes`. */
@@ -116,10 +148,15 @@ export class PortLink {
     this.lastData = -1;
     this.lastRun = 0;
     if (this.ops.length > 0) {
-      const bytes = encodeBatch(this.ops);
+      const bytes = this.recycle ? this.encode(this.ops) : encodeBatch(this.ops);
       this.ops = [];
       if (counted) this.inflight += bytes.byteLength;
-      this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+      const returns = this.returns;
+      if (returns.length === 0) this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+      else {
+        this.returns = [];
+        this.port.postMessage([bytes, ...returns], [bytes.buffer as ArrayBuffer, ...returns]);
+      }
     }
     // RAW chunks follow the batch (which may hold their RAW_OPEN), moved, not copied, when they own their memory.
     const raw = this.raw;
@@ -140,6 +177,31 @@ export class PortLink {
       };
       this.port.postMessage(msg, [msg.data]);
     }
+  }
+
+  /** encodeBatch into a buffer from the pool (or a new one that will join it). */
+  private encode(ops: unknown[]): Uint8Array {
+    const pool = this.pool;
+    const packed = packr.pack(ops);
+    const n = packed.length;
+    let buf: ArrayBuffer | undefined;
+    for (let i = pool.length - 1; i >= 0; i--) {
+      if (pool[i]!.byteLength >= n) {
+        buf = pool[i];
+        pool[i] = pool[pool.length - 1]!;
+        pool.pop();
+        break;
+      }
+    }
+    if (buf === undefined) {
+      let size = 256;
+      while (size < n) size *= 2;
+      buf = new ArrayBuffer(size);
+    }
+    const out = new Uint8Array(buf, 0, n);
+    out.set(packed);
+    packr.position = 0; // as in encodeBatch
+    return out;
   }
 
   close(): void {

@@ -16,6 +16,8 @@ export const OP = {
   DELIVER_MANY: 2,
   /** Consecutive deliveries to one handle coalesced: [handle, count, lines joined by CRLF "PUSH:"]. */
   DELIVER_N: 16,
+  /** Consecutive deliveries to one handle as bytes: [handle, count, the delivered lines, CRLFs included]. */
+  DELIVER_BYTES: 120,
   /** Registration request to the account's owner shard. */
   REG: 3,
   /** Owner's answer to REG: '' for success or a FailCode. */
@@ -139,6 +141,7 @@ export type Op = (typeof OP)[keyof typeof OP];
 export type Message =
   | [op: typeof OP.DELIVER, handle: number, data: string]
   | [op: typeof OP.DELIVER_N, handle: number, count: number, data: string]
+  | [op: typeof OP.DELIVER_BYTES, handle: number, count: number, lines: Uint8Array]
   | [op: typeof OP.DELIVER_MANY, data: string, count: number, ...handles: number[]]
   | [op: typeof OP.REG, req: number, account: number, id: string, handle: number]
   | [op: typeof OP.REG_RESULT, req: number, result: FailCode | '']

@@ -23,7 +23,7 @@ import { OP } from '../runtime/messages.ts';
 import { formatTime, parseTimeArg } from '../services/time.ts';
 import type { Connection } from './connection.ts';
 import { cmdStatus, cmdWatch, cmdWill, dropWatches } from './presence.ts';
-import { cmdPush } from './push.ts';
+import { cmdPush, noteRoute } from './push.ts';
 import type { ShardActor } from './shard.ts';
 
 /** Parses and executes one line. May block the connection (registration, KEY lookup). */
@@ -75,7 +75,10 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
     case CMD.WILL:
       return cmdWill(shard, conn, cmd.name === 'CLEAR' && cmd.target === TARGET.NONE, cmd.target, cmd.name, cmd.data);
     case CMD.PUSH:
-      return cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
+      cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
+      // A delivered RID push: later lines with the same prefix (KEY and ID) may be taken in bulk.
+      if (cmd.target === TARGET.RID) noteRoute(conn, acct, s, start, end - cmd.data.length);
+      return;
     case CMD.RETDATA:
       return cmdRetdata(shard, conn, cmd.name);
     case CMD.TIME: {

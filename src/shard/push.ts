@@ -4,6 +4,7 @@
 // offline (they are not delivered, `[OK:<d>/<t>]`); devices outside the tree count only while live
 // (FRIENDS of roots). The sender never receives its own group message.
 
+import { planValue } from '../config/schema.ts';
 import { canonicalId } from '../protocol/ids.ts';
 import { TARGET, type Target } from '../protocol/parser.ts';
 import { groupReply } from '../protocol/replies.ts';
@@ -53,6 +54,7 @@ export function cmdPush(
   name: string,
   data: string,
 ): void {
+  routedId = null;
   if (target === TARGET.RAW) return rawOpen(shard, conn, acct.devices.get(canonicalId(name)));
   if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
   shard.metrics.pushes[target]!++;
@@ -123,8 +125,10 @@ function pushAndReply(
   target: Target,
 ): void {
   const result = pushOne(shard, conn, acct, id, data);
-  if (result === SENT) shard.metrics.delivered[target]!++;
-  else if (result === REM_ID && (shard.holdAllowed(acct) || shard.clustered)) return shard.hold(conn, acct, id, data);
+  if (result === SENT) {
+    shard.metrics.delivered[target]!++;
+    if (target === TARGET.RID) routedId = id;
+  } else if (result === REM_ID && (shard.holdAllowed(acct) || shard.clustered)) return shard.hold(conn, acct, id, data);
   replyOne(shard, conn, result);
 }
 
@@ -155,6 +159,7 @@ function replyOne(shard: ShardActor, conn: Connection, result: number): void {
 function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string, data: string): number {
   const handle = acct.devices.get(id);
   if (handle === undefined) return REM_ID;
+  routedHandle = handle;
   const target = shardOf(handle);
   if (target === shard.index) {
     const peer = shard.conns[slotOf(handle)];
@@ -230,4 +235,199 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
     return null;
   }
   return groupReply(delivered, total);
+}
+
+// ---------------------------------------------------------------- bulk RID pushes
+
+/**
+ * A pipelining sender's delivered RID push: its literal prefix up to the payload (`TCP:PUSH:<KEY>:RID:<ID>:`), the
+ * account and KEY it was checked against, and the canonical ID and handle it went to. While all of that holds, the
+ * sender's following lines with the same prefix are taken in bulk (pushRun).
+ */
+export interface Route {
+  /** Flat copy of the prefix, and a sticky regexp matching it (both compare natively). */
+  prefix: string;
+  re: RegExp;
+  acct: Account;
+  key: string;
+  id: string;
+  handle: number;
+}
+
+/** Set by a RID push that was delivered, read by noteRoute right after it. */
+let routedId: string | null = null;
+let routedHandle = 0;
+
+/**
+ * The last delivered RID push that is not its connection's route yet. It becomes the route when the connection's
+ * next line has the same prefix, so a device alternating between targets never pays for building one.
+ */
+const candidate = {
+  conn: null as Connection | null,
+  /** A slice of the line's string (one per shard, so at most one input chunk is kept alive by it). */
+  prefix: '',
+  acct: null as Account | null,
+  key: '',
+  id: '',
+  handle: 0,
+};
+
+/** After a RID push from the line s[start, end) whose payload starts at dataStart: note its route if delivered. */
+export function noteRoute(conn: Connection, acct: Account, s: string, start: number, dataStart: number): void {
+  const id = routedId;
+  if (id === null) return;
+  routedId = null;
+  const key = acct.key;
+  if (key === null) return;
+  const prefix = s.slice(start, dataStart);
+  const route = conn.route;
+  if (route !== null && route.prefix === prefix) {
+    route.acct = acct;
+    route.key = key;
+    route.id = id;
+    route.handle = routedHandle;
+    return;
+  }
+  candidate.conn = conn;
+  candidate.prefix = prefix;
+  candidate.acct = acct;
+  candidate.key = key;
+  candidate.id = id;
+  candidate.handle = routedHandle;
+}
+
+/** The route whose prefix starts s at pos: the connection's, or its candidate, which then becomes its route. */
+function routeAt(conn: Connection, s: string, pos: number): Route | null {
+  const route = conn.route;
+  if (route !== null) {
+    const re = route.re;
+    re.lastIndex = pos;
+    if (re.test(s)) return route;
+  }
+  if (candidate.conn !== conn) return null;
+  const prefix = candidate.prefix;
+  if (s.slice(pos, pos + prefix.length) !== prefix) return null;
+  candidate.conn = null;
+  candidate.prefix = '';
+  // A flat copy (a slice would keep the chunk alive), and its regexp (every character escaped that may need it).
+  const flat = Buffer.from(prefix, 'latin1').toString('latin1');
+  const re = new RegExp(flat.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&'), 'y');
+  const next: Route = {
+    prefix: flat,
+    re,
+    acct: candidate.acct!,
+    key: candidate.key,
+    id: candidate.id,
+    handle: candidate.handle,
+  };
+  candidate.acct = null;
+  conn.route = next;
+  return next;
+}
+
+/**
+ * Takes the complete lines from `pos` that start with the connection's route prefix, end in CRLF and fit
+ * NODE.MAX_LINE, as that many RID pushes: one append to the receiver (or one coalesced op to its shard) and one run
+ * of `[OK:DATA_SENT]`. Everything a single push checks is checked once first; nothing in between can change it
+ * (the receiver's room is counted per line). Returns the position after the lines taken, or `pos` when the route
+ * does not apply, and the line takes the general path.
+ */
+export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: number): number {
+  // Only on the read itself (its bytes are rewritten in place); a line straddling two reads takes the general path.
+  if (s !== shard.inputText) return pos;
+  const route = routeAt(conn, s, pos);
+  if (route === null) return pos;
+  const plen = route.prefix.length;
+  const re = route.re;
+  const acct = route.acct;
+  if (
+    conn.account !== acct ||
+    conn.handle === 0 ||
+    conn.closed ||
+    conn.blocked ||
+    conn.session !== null ||
+    conn.raw !== null ||
+    conn.slots !== null ||
+    acct.key !== route.key ||
+    shard.config.NODE.PUSH_RATE !== 0 ||
+    (!conn.encrypted && planValue(shard.config.USER.REQUIRE_SECURE, acct.level) === 1)
+  ) {
+    return pos;
+  }
+  const handle = route.handle;
+  if (acct.devices.get(route.id) !== handle) return pos;
+  const target = shardOf(handle);
+  let peer: Connection | null = null;
+  let room = 0;
+  if (target === shard.index) {
+    const c = shard.conns[slotOf(handle)];
+    if (c === undefined || !c.holds(handle) || c.closed || c === conn || (c.raw !== null && c.raw.in !== 0)) return pos;
+    peer = c;
+    room = shard.maxOut - c.outBytes - c.socket.writableLength;
+  } else {
+    const flags = liveFlags(shard.status, handle);
+    if (!(flags & ALIVE) || (flags & FULL) !== 0 || shard.links[target] === undefined) return pos;
+  }
+  const maxLine = shard.maxLine;
+  // The delivered lines (`PUSH:<DATA>` CRLF) are written over the read's own bytes, from the first line on: each
+  // is shorter than the line it comes from, so nothing is overwritten before it has been copied.
+  const buf = shard.input!;
+  let w = pos;
+  let count = 0;
+  let p = pos;
+  do {
+    const lf = s.indexOf('\n', p + plen);
+    if (lf < 0) break;
+    const end = lf - 1;
+    if (s.charCodeAt(end) !== 13 || end - p > maxLine) break;
+    const size = lf + 6 - p - plen;
+    if (peer !== null) {
+      if (room < 0) break; // this line would find the receiver full: the general path answers it
+      room -= size;
+    }
+    buf[w] = 80; // P
+    buf[w + 1] = 85; // U
+    buf[w + 2] = 83; // S
+    buf[w + 3] = 72; // H
+    buf[w + 4] = 58; // :
+    buf.copyWithin(w + 5, p + plen, lf + 1);
+    w += size;
+    count++;
+    p = lf + 1;
+    re.lastIndex = p;
+  } while (re.test(s));
+  if (count === 0) return pos;
+  const metrics = shard.metrics;
+  metrics.pushes[TARGET.RID]! += count;
+  metrics.delivered[TARGET.RID]! += count;
+  conn.sent += count;
+  rememberRun(shard, conn, s, plen, p, count);
+  if (peer !== null) {
+    metrics.deliveries += count;
+    peer.received += count;
+    shard.sendBytes(peer, buf, pos, w);
+  } else shard.deliverRemoteBytes(conn, target, handle, count, buf.subarray(pos, w));
+  shard.sendDataSentRun(conn, count);
+  return p;
+}
+
+/** remember() for a run of `count` lines ending at `p`: only the last DATA_CACHE payloads stay. */
+function rememberRun(shard: ShardActor, conn: Connection, s: string, plen: number, p: number, count: number): void {
+  const size = shard.config.NODE.DATA_CACHE;
+  if (size === 0) return;
+  let cache = conn.cache;
+  if (cache === null) {
+    cache = new Array<string>(size);
+    conn.cache = cache;
+  }
+  let next = (conn.cacheNext + count) % size;
+  conn.cacheNext = next;
+  conn.cacheFresh += count;
+  let lf = p - 1;
+  for (let k = Math.min(count, size); k > 0; k--) {
+    const start = s.lastIndexOf('\n', lf - 1) + 1;
+    next = next === 0 ? size - 1 : next - 1;
+    cache[next] = s.slice(start + plen, lf - 1);
+    lf = start - 1;
+  }
 }

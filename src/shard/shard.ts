@@ -59,7 +59,7 @@ import { Connection, PAUSE, type Session } from './connection.ts';
 import { ShardMetrics } from './metrics.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
 import { dropWatches, presenceEvent, statusReply } from './presence.ts';
-import { cmdPush } from './push.ts';
+import { cmdPush, pushRun } from './push.ts';
 import { rawAck, rawChunk, rawClosed, rawEnd, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
 
 interface PendingRegistration {
@@ -129,6 +129,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly httpWaits = new Map<number, ServerResponse>();
   /** Scratch lists of handles per shard for group deliveries. */
   readonly scratch: number[][];
+  /**
+   * The read being framed and its latin1 text (same offsets): bulk deliveries (push.ts pushRun) build their output in
+   * place in it. Set only while onData frames it.
+   */
+  input: Buffer | null = null;
+  inputText = '';
+  /** Output buffers whose socket took everything at once, reused for the next turn's byte output. */
+  private readonly outPool: Buffer[] = [];
 
   readonly maxLine: number;
   readonly maxOut: number;
@@ -282,8 +290,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const conn = new Connection(socket, slot, Date.now());
     conn.encrypted = encrypted;
     this.conns[slot] = conn;
-    socket.on('data', (buf: Buffer) => this.onData(conn, buf));
-    socket.on('close', () => this.onClose(conn));
+    (socket as ConnSocket)[CONN] = conn;
+    socket.on('data', this.onSocketData);
+    socket.on('close', this.onSocketClose);
     socket.on('error', noop);
   }
 
@@ -342,6 +351,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     return n;
   }
 
+  /** One listener of each kind for every socket (not two closures per connection): `this` is the socket. */
+  private readonly onSocketData = ((actor: ShardActor) =>
+    function (this: ConnSocket, buf: Buffer): void {
+      actor.onData(this[CONN]!, buf);
+    })(this);
+  private readonly onSocketClose = ((actor: ShardActor) =>
+    function (this: ConnSocket): void {
+      actor.onClose(this[CONN]!);
+    })(this);
+
   private onData(conn: Connection, buf: Buffer): void {
     const now = Date.now();
     this.metrics.bytesIn += buf.length;
@@ -369,7 +388,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.pending += chunk;
       return;
     }
+    this.input = buf;
+    this.inputText = chunk;
     frameLines(conn, chunk, this.maxLine, this);
+    this.input = null;
+    this.inputText = '';
     this.afterInput(conn);
   }
 
@@ -473,6 +496,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     dropWatches(conn);
     this.releaseRegistration(conn);
     conn.out = '';
+    conn.outBuf = null;
     conn.cache = null;
     this.conns[conn.slot] = undefined;
     this.freeSlots.push(conn.slot);
@@ -509,6 +533,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     executeCommand(this, conn, s, start, end);
     // A RAW link makes everything after this line stream data: stop framing.
     return !conn.blocked && (conn.raw === null || conn.raw.out === 0);
+  }
+
+  takeLines(conn: Connection, s: string, pos: number, _n: number): number {
+    return pushRun(this, conn, s, pos);
   }
 
   onTooLong(conn: Connection): void {
@@ -771,14 +799,66 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.slots.push(text);
       return;
     }
-    if (conn.okRun !== 0) this.endOkRun(conn);
-    conn.out += text;
+    if (conn.outBuf !== null) {
+      const ob = this.outRoom(conn, text.length);
+      conn.outLen += ob.write(text, conn.outLen, 'latin1');
+    } else {
+      if (conn.okRun !== 0) this.endOkRun(conn);
+      conn.out += text;
+    }
     conn.outBytes += text.length;
     if (!conn.queued) {
       conn.queued = true;
       this.dirty.push(conn);
       this.scheduleFlush();
     }
+  }
+
+  /** Queues the bytes src[a, b) (copied) for the connection: the bulk deliveries' output. */
+  sendBytes(conn: Connection, src: Uint8Array, a: number, b: number): void {
+    if (conn.slots !== null) {
+      conn.slots.push(Buffer.from(src.buffer, src.byteOffset + a, b - a).toString('latin1'));
+      return;
+    }
+    const n = b - a;
+    const ob = this.outRoom(conn, n);
+    ob.set(src.subarray(a, b), conn.outLen);
+    conn.outLen += n;
+    conn.outBytes += n;
+    if (!conn.queued) {
+      conn.queued = true;
+      this.dirty.push(conn);
+      this.scheduleFlush();
+    }
+    // A busy turn can bring one receiver megabytes: written as it goes, so output buffers stay small and pooled.
+    if (conn.outLen >= OUT_EARLY) this.flushNow(conn);
+  }
+
+  /**
+   * The connection's output buffer with room for `n` more bytes after what is queued. The first call of a turn
+   * switches the connection to byte output: its queued text and `[OK:DATA_SENT]` run move into the buffer.
+   */
+  private outRoom(conn: Connection, n: number): Buffer {
+    let ob = conn.outBuf;
+    const ok = conn.okRun;
+    const need = conn.outLen + conn.out.length + ok * OK_DATA_SENT.length + n;
+    if (ob === null || need > ob.length) {
+      const bigger = takeOut(this.outPool, need);
+      if (ob !== null) {
+        ob.copy(bigger, 0, 0, conn.outLen);
+        giveOut(this.outPool, ob);
+      } else {
+        conn.outLen = conn.out.length === 0 ? 0 : bigger.write(conn.out, 0, 'latin1');
+        conn.out = '';
+      }
+      conn.outBuf = bigger;
+      ob = bigger;
+    }
+    if (ok !== 0) {
+      conn.okRun = 0;
+      conn.outLen += fillOk(ob, conn.outLen, ok);
+    }
+    return ob;
   }
 
   /**
@@ -792,6 +872,21 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     conn.okRun++;
     conn.outBytes += OK_DATA_SENT.length;
+    if (!conn.queued) {
+      conn.queued = true;
+      this.dirty.push(conn);
+      this.scheduleFlush();
+    }
+  }
+
+  /** `count` times sendDataSent (the sender's replies to a run of pushes). */
+  sendDataSentRun(conn: Connection, count: number): void {
+    if (conn.slots !== null) {
+      for (let i = 0; i < count; i++) conn.slots.push(OK_DATA_SENT);
+      return;
+    }
+    conn.okRun += count;
+    conn.outBytes += OK_DATA_SENT.length * count;
     if (!conn.queued) {
       conn.queued = true;
       this.dirty.push(conn);
@@ -815,8 +910,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     while (n < slots.length && slots[n] !== null) n++;
     if (n === 0) return;
     const ready = slots.splice(0, n);
-    conn.slotBase += n;
-    if (slots.length === 0) conn.slots = null;
+    if (slots.length === 0) {
+      // Nothing reserved is outstanding: numbering may start over (and the connection's rare fields go back to idle).
+      conn.slots = null;
+      conn.slotBase = 0;
+    } else conn.slotBase += n;
     const saved = conn.slots;
     conn.slots = null;
     this.send(conn, ready.join(''));
@@ -959,6 +1057,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.send(conn, line);
   }
 
+  /** acceptRemote for a DELIVER_BYTES op: `messages` delivered lines as bytes. */
+  acceptRemoteBytes(handle: number, lines: Uint8Array, messages: number): void {
+    const conn = this.conns[slotOf(handle)];
+    if (conn === undefined || !conn.holds(handle) || conn.closed) return;
+    if (conn.raw !== null && conn.raw.in !== 0) return;
+    this.metrics.deliveries += messages;
+    conn.received += messages;
+    this.sendBytes(conn, lines, 0, lines.length);
+  }
+
   private clearFull(conn: Connection): void {
     conn.fullSince = 0;
     if (conn.handle !== 0) clearFlag(this.table, conn.slot, FULL);
@@ -983,12 +1091,35 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** Writes the connection's queued text now (flush, RAW bytes that must follow it, closing). */
   flushNow(conn: Connection): void {
     if (conn.outBytes === 0) return;
+    this.metrics.bytesOut += conn.outBytes;
+    conn.outBytes = 0;
+    const socket = conn.socket;
+    if (conn.outBuf !== null) {
+      const ob = conn.okRun === 0 ? conn.outBuf : this.outRoom(conn, 0);
+      const len = conn.outLen;
+      conn.outBuf = null;
+      conn.outLen = 0;
+      if (socket.destroyed) return;
+      // Back to the pool once written (the callback runs when the socket is done with it).
+      socket.write(ob.subarray(0, len), () => giveOut(this.outPool, ob));
+      return;
+    }
+    if (conn.out.length === 0) {
+      // Only a run of [OK:DATA_SENT] (a pipelining sender): slices of one constant buffer, nothing to build.
+      let n = conn.okRun;
+      conn.okRun = 0;
+      if (socket.destroyed) return;
+      while (n > 0) {
+        const k = Math.min(n, OK_LINES);
+        socket.write(OK_RUN.subarray(0, k * OK_DATA_SENT.length));
+        n -= k;
+      }
+      return;
+    }
     if (conn.okRun !== 0) this.endOkRun(conn);
     const text = conn.out;
-    this.metrics.bytesOut += conn.outBytes;
     conn.out = '';
-    conn.outBytes = 0;
-    if (!conn.socket.destroyed) conn.socket.write(text, 'latin1');
+    if (!socket.destroyed) socket.write(text, 'latin1');
   }
 
   /** One write per socket per turn, then one batch per link. */
@@ -1002,6 +1133,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         conn.queued = false;
         if (conn.closed) {
           conn.out = '';
+          conn.outBuf = null;
+          conn.outLen = 0;
           conn.outBytes = 0;
           conn.okRun = 0;
           continue;
@@ -1060,6 +1193,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       link.lastData = ops.length - 1;
       link.lastRun = 1;
     }
+    this.scheduleFlush();
+    if (link.congested) this.pauseForLink(producer, link);
+  }
+
+  /** `count` consecutive deliveries to one handle on another shard, as the delivered lines' bytes (kept until the flush). */
+  deliverRemoteBytes(producer: Connection, shard: number, handle: number, count: number, lines: Uint8Array): void {
+    const link = this.links[shard]!;
+    link.ops.push(OP.DELIVER_BYTES, handle, count, lines);
+    link.lastHandle = 0; // nothing coalesces into this op
+    link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
   }
@@ -1185,6 +1328,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const handle = ops[i++] as number;
           const count = ops[i++] as number;
           this.acceptRemote(handle, `PUSH:${ops[i++] as string}\r\n`, count);
+          break;
+        }
+        case OP.DELIVER_BYTES: {
+          const handle = ops[i++] as number;
+          const count = ops[i++] as number;
+          this.acceptRemoteBytes(handle, ops[i++] as Uint8Array, count);
           break;
         }
         case OP.DELIVER_MANY: {
@@ -1572,6 +1721,52 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 }
 
 function noop(): void {}
+
+/** A device socket carries its connection, for the shared listeners. */
+const CONN = Symbol('connection');
+type ConnSocket = Socket & { [CONN]?: Connection };
+
+/** Output buffers: at least this big; the pool keeps at most POOL_BYTES of them (so a burst leaves little behind). */
+const OUT_SIZE = 65536;
+const OUT_EARLY = 131072;
+const POOL_BYTES = 2 * 1024 * 1024;
+
+function takeOut(pool: Buffer[], min: number): Buffer {
+  for (let i = pool.length - 1; i >= 0; i--) {
+    const b = pool[i]!;
+    if (b.length >= min) {
+      pool[i] = pool[pool.length - 1]!;
+      pool.pop();
+      return b;
+    }
+  }
+  // Powers of two from OUT_SIZE, so that buffers grown for a big turn fit the next one.
+  let size = OUT_SIZE;
+  while (size < min) size *= 2;
+  return Buffer.allocUnsafeSlow(size);
+}
+
+function giveOut(pool: Buffer[], b: Buffer): void {
+  let bytes = b.length;
+  for (const x of pool) bytes += x.length;
+  if (bytes <= POOL_BYTES) pool.push(b);
+}
+
+/** [OK:DATA_SENT] lines, written as slices (never modified). */
+const OK_LINES = 4096;
+const OK_RUN = Buffer.from(OK_DATA_SENT.repeat(OK_LINES), 'latin1');
+
+/** Writes `n` [OK:DATA_SENT] lines into b at `at` (room checked by the caller); returns the bytes written. */
+function fillOk(b: Buffer, at: number, n: number): number {
+  let done = 0;
+  while (n > 0) {
+    const k = Math.min(n, OK_LINES);
+    OK_RUN.copy(b, at + done, 0, k * OK_DATA_SENT.length);
+    done += k * OK_DATA_SENT.length;
+    n -= k;
+  }
+  return done;
+}
 
 /** The device's reply for a hold's outcome. */
 function holdReply(result: string): string {
