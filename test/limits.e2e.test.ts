@@ -525,3 +525,27 @@ describe('small limits: MAX_FANOUT 3, 10MAXNODE 2/3, MAX_ID 8, DATA_CACHE 3, MAX
     c.close();
   });
 });
+
+describe('PServer.SHARD_YOUNG_MB', () => {
+  it('caps each shard thread’s young generation (default 12 MB); 0 leaves V8’s default', async () => {
+    const capped = await startTestServer({ PServer: { SHARD_YOUNG_MB: 12 } });
+    const free = await startTestServer({ PServer: { SHARD_YOUNG_MB: 0 } });
+    try {
+      const young = (s: TestServer): number[] =>
+        (s.supervisor['shards'] as { worker: { resourceLimits?: { maxYoungGenerationSizeMb?: number } } | null }[]).map(
+          (x) => x.worker?.resourceLimits?.maxYoungGenerationSizeMb ?? -1,
+        );
+      expect(young(capped)).toEqual([12, 12]);
+      for (const v of young(free)) expect(v).not.toBe(12);
+      // Both still serve.
+      for (const s of [capped, free]) {
+        const d = await device(s.port, s.key, 'YOUNG');
+        expect(await ask(d, `TCP:GID:${s.key}`)).toBe('[OK:YOUNG]');
+        d.close();
+      }
+    } finally {
+      await capped.stop();
+      await free.stop();
+    }
+  });
+});

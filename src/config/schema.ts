@@ -35,6 +35,13 @@ export const SCHEMA = {
       min: 0,
       doc: 'new connections accepted per minute across all shards (0 = unlimited)',
     },
+    SHARD_YOUNG_MB: {
+      type: 'int',
+      def: 12,
+      min: 0,
+      max: 1024,
+      doc: "young-generation heap of each shard thread in MB (0 = V8's default): smaller keeps idle memory low",
+    },
     WORKERS: { type: 'int', def: 0, min: 0, max: MAX_WORKERS, doc: 'shard worker threads (0 = number of cores)' },
     DNS: { type: 'string', def: '', doc: 'public host name of this server, used in links sent to users' },
     IP_VELOCITY: {

@@ -195,7 +195,15 @@ export class Supervisor {
       accounts: psk,
     };
     const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
-    const worker = new Worker(SHARD_ENTRY, { workerData: init, transferList: transfer, name: `shard-${index}` });
+    const young = this.config.PServer.SHARD_YOUNG_MB;
+    const worker = new Worker(SHARD_ENTRY, {
+      workerData: init,
+      transferList: transfer,
+      name: `shard-${index}`,
+      // A registration burst grows V8's young generation to tens of MB per thread and it stays; capped, idle
+      // memory per connection drops by about a third (docs/performance.md).
+      ...(young > 0 ? { resourceLimits: { maxYoungGenerationSizeMb: young } } : {}),
+    });
     const slot = this.shards[index]!;
     slot.worker = worker;
     slot.ready = false;
