@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { apiCall, apiMust, type Json } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -141,31 +142,17 @@ async function nothingMore(from: Peer, key: string, to: Peer): Promise<void> {
   expect(await to.recv(1), `${to.id} received something unexpected`).toEqual([`PUSH:${mark}`]);
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: JSON bodies
-type Json = any;
-
-async function call(
+/** The operator API on this suite's server (or `port`). */
+const call = (
   method: string,
   path: string,
   body?: unknown,
   opts: { auth?: string; port?: number } = {},
-): Promise<{ status: number; body: Json }> {
-  const headers: Record<string, string> = { authorization: `Bearer ${opts.auth ?? ADMIN_TOKEN}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`http://127.0.0.1:${opts.port ?? srv.httpPort}${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  return { status: r.status, body: text === '' ? undefined : JSON.parse(text) };
-}
+): Promise<{ status: number; body: Json }> => apiCall(opts.port ?? srv.httpPort, method, path, body, opts.auth);
 
-async function must(status: number, method: string, path: string, body?: unknown, port?: number): Promise<Json> {
-  const r = await call(method, path, body, { port });
-  expect(r.status, `${method} ${path} ${JSON.stringify(body)} → ${JSON.stringify(r.body)}`).toBe(status);
-  return r.body;
-}
+/** Calls the API and asserts the status. */
+const must = (status: number, method: string, path: string, body?: unknown, port?: number): Promise<Json> =>
+  apiMust(port ?? srv.httpPort, status, method, path, body);
 
 let mails = 0;
 function account(level = 4, s: TestServer = srv): { email: string; key: string; path: string } {
