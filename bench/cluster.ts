@@ -2,7 +2,9 @@
 // same run. Point-to-point (1 → 1, 64 B, pipelined) with both devices on one node and with the receiver on the
 // other node; fan-out (1 → 100 CHILDS) with the children on the sender's node and on the other node. Cross-node
 // deliveries go through Redis (one Lua call each: directory lookup and XADD to the other node's inbox).
-// Knobs: BENCH_RUNS (3), BENCH_CLUSTER_P2P (100000 messages), BENCH_CLUSTER_FANOUT (1000 messages to 100).
+// RAW channel (one-way MB/s and 64-byte ping-pong) with both devices on one node and across nodes (a direct TCP
+// stream between the nodes). Knobs: BENCH_RUNS (3), BENCH_CLUSTER_P2P (100000 messages), BENCH_CLUSTER_FANOUT (1000
+// messages to 100), BENCH_RAW_BYTES (bytes per one-way run), BENCH_RAW_ROUNDS (round trips).
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -10,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRedis } from '../test/helpers/redis.ts';
 import { PAYLOAD, pipeline, register } from './load.ts';
+import { link, oneWay, pingPong } from './raw.ts';
 import { ADMIN, cpuMicros, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -73,12 +76,41 @@ async function fanout(from: Server, to: Server, nodes: Server[]): Promise<Rate> 
   return r;
 }
 
+interface RawRate {
+  mbs: number;
+  rtt: number;
+}
+
+/** A full-duplex RAW pair, A on `from` and B on `to`: ping-pong median µs, then one-way MB/s A -> B. */
+async function rawAcross(from: Server, to: Server): Promise<RawRate> {
+  const { key } = await newAccount(from);
+  const b = await register(to.port, key, 'RB');
+  const a = await register(from.port, key, 'RA');
+  await new Promise((r) => setTimeout(r, 100)); // the directory entries are written asynchronously
+  try {
+    await link(key, a, b, 'RB');
+    await link(key, b, a, 'RA');
+    const rtt = await pingPong(a, b);
+    const mbs = await oneWay(a, b);
+    return { mbs, rtt };
+  } finally {
+    a.destroy();
+    b.destroy();
+  }
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 const fmt = (rates: Rate[]): string => {
   const ps = rates.map((r) => r.perSecond);
   const n = (x: number): string => Math.round(x).toLocaleString('en-US');
   return `${n(median(ps))} (${n(Math.min(...ps))}–${n(Math.max(...ps))}), ${median(rates.map((r) => r.cpu)).toFixed(2)} µs`;
 };
+
+function rawFmt(same: RawRate[], cross: RawRate[], f: (r: RawRate) => number, digits: number): string {
+  const m = (xs: RawRate[]): string =>
+    median(xs.map(f)).toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  return `${m(same)} / ${m(cross)}`;
+}
 
 export async function clusterBench(): Promise<string> {
   const redis = await startRedis();
@@ -98,12 +130,16 @@ export async function clusterBench(): Promise<string> {
     'fan-out deliveries/s (1 → 100 CHILDS), children on the other node': [],
   };
   const cols = Object.values(rows);
+  const rawSame: RawRate[] = [];
+  const rawCross: RawRate[] = [];
   try {
     for (let i = 0; i < RUNS; i++) {
       cols[0]!.push(await p2p(n1, n1, nodes));
       cols[1]!.push(await p2p(n1, n2, nodes));
       cols[2]!.push(await fanout(n1, n1, nodes));
       cols[3]!.push(await fanout(n1, n2, nodes));
+      rawSame.push(await rawAcross(n1, n1));
+      rawCross.push(await rawAcross(n1, n2));
     }
   } finally {
     await stopServer(n1);
@@ -116,6 +152,8 @@ export async function clusterBench(): Promise<string> {
     '| workload | rate (min–max), CPU per delivery (both nodes) |',
     '|---|---|',
     ...Object.entries(rows).map(([k, v]) => `| ${k} | ${fmt(v)} |`),
+    `| RAW one-way MB/s: both devices on one node / across nodes | ${rawFmt(rawSame, rawCross, (r) => r.mbs, 0)} |`,
+    `| RAW 64 B ping-pong median µs: one node / across nodes | ${rawFmt(rawSame, rawCross, (r) => r.rtt, 0)} |`,
     '',
   ];
   const report = lines.join('\n');

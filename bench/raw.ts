@@ -55,7 +55,7 @@ async function onShard(s: Server, prefix: string, shard: number): Promise<[Socke
 }
 
 /** `TCP:PUSH:<KEY>:RAW:<to>` from `from`, with the exact replies on both ends. */
-async function link(key: string, from: Socket, to: Socket, toId: string): Promise<void> {
+export async function link(key: string, from: Socket, to: Socket, toId: string): Promise<void> {
   from.write(`TCP:PUSH:${key}:RAW:${toId}\r\n`);
   const [a, b] = await Promise.all([readLine(from), readLine(to)]);
   if (a !== '[OK:LINK_SYNC]' || b !== 'PUSHRAW:') throw new Error(`RAW link to ${toId}: ${a} / ${b}`);
@@ -105,7 +105,7 @@ async function directPair(port: number): Promise<[Socket, Socket]> {
 }
 
 /** Writes BYTES from w as fast as w drains; MB/s from the first write to the last byte at r. */
-function oneWay(w: Socket, r: Socket, bytes = BYTES): Promise<number> {
+export function oneWay(w: Socket, r: Socket, bytes = BYTES): Promise<number> {
   return new Promise((resolve, reject) => {
     let got = 0;
     let sent = 0;
@@ -135,7 +135,7 @@ function oneWay(w: Socket, r: Socket, bytes = BYTES): Promise<number> {
 }
 
 /** A sends 64 bytes, B echoes 64 bytes back as soon as it has them; median round trip in µs. */
-function pingPong(a: Socket, b: Socket, rounds = ROUNDS): Promise<number> {
+export function pingPong(a: Socket, b: Socket, rounds = ROUNDS): Promise<number> {
   return new Promise((resolve) => {
     const msg = Buffer.alloc(64, 0x5a);
     const times: number[] = [];

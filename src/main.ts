@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { startHttp } from './api/http.ts';
 import { OperatorApi } from './api/operator.ts';
-import { Backplane } from './cluster/backplane.ts';
+import { advertisedAddress, Backplane } from './cluster/backplane.ts';
 import { loadConfig } from './config/load.ts';
 import type { Config, ConfigOverrides } from './config/schema.ts';
 import { createLogger } from './log.ts';
@@ -85,12 +85,18 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     if (config.CLUSTER.REDIS_URL !== '') {
       cluster = await Backplane.open(
         config.CLUSTER.REDIS_URL,
-        { prefix: config.CLUSTER.PREFIX, node: config.CLUSTER.NODE_ID, devicePort: supervisor.port, log },
+        {
+          prefix: config.CLUSTER.PREFIX,
+          node: config.CLUSTER.NODE_ID,
+          devicePort: supervisor.port,
+          advertise: advertisedAddress(config.CLUSTER.ADVERTISE, config.PServer.HOST, supervisor.port),
+          log,
+        },
         (ev) => supervisor.onClusterEvent(ev),
         () => supervisor.resyncCluster(),
         (batch) => supervisor.onRemoteDeliveries(batch),
       );
-      supervisor.cluster = cluster;
+      supervisor.joinCluster(cluster);
     }
     outbox.start();
     http = await startHttp(

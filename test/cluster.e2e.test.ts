@@ -353,6 +353,44 @@ describe('cluster mode: a node killed with -9', () => {
   }, 60_000);
 });
 
+describe('cluster mode: RAW streams across nodes when a node dies', () => {
+  it('the reader’s node killed with -9: the writer’s next write gets [FAIL:REM_LINK]; the writer’s node killed: the reader gets pushes again', async () => {
+    const c = await nodeProcess('RAWC', {});
+    try {
+      const acct = await account(a);
+      const far = await device(c.port, acct.key, 'FAR-R');
+      const farW = await device(c.port, acct.key, 'FAR-W');
+      far.answerSync = true;
+      const w = await dev(a, acct.key, 'NEAR-W');
+      const r = await dev(a, acct.key, 'NEAR-R');
+      const other = await dev(a, acct.key, 'NEAR-O');
+      await waitFor(async () => (await w.request(`TCP:STATUS:${acct.key}:FAR-R`)) === '[OK:ONLINE]');
+      await waitFor(async () => (await farW.request(`TCP:STATUS:${acct.key}:NEAR-R`)) === '[OK:ONLINE]');
+      // Near -> far and far -> near.
+      expect(await w.request(`TCP:PUSH:${acct.key}:RAW:FAR-R`)).toBe('[OK:LINK_SYNC]');
+      expect(await far.line()).toBe('PUSHRAW:');
+      expect(await farW.request(`TCP:PUSH:${acct.key}:RAW:NEAR-R`)).toBe('[OK:LINK_SYNC]');
+      expect(await r.line()).toBe('PUSHRAW:');
+      w.write('to the far node');
+      await far.until((t) => t === 'to the far node', 5000, 'the stream bytes');
+      farW.write('to the near node');
+      await r.until((t) => t === 'to the near node', 5000, 'the stream bytes');
+      r.buffer = '';
+
+      c.child.kill('SIGKILL');
+      await sleep(300); // the kernel closes the dead process's sockets: both node streams end
+      w.write('after the death');
+      expect(await w.line()).toBe('[FAIL:REM_LINK]');
+      expect(await w.request(`TCP:GID:${acct.key}`)).toBe('[OK:NEAR-W]');
+      // The reader whose writer was on the dead node: its link is cleared, pushes reach it as lines again.
+      expect(await other.request(`TCP:PUSH:${acct.key}:RID:NEAR-R:hello`)).toBe('[OK:DATA_SENT]');
+      expect(await r.line()).toBe('PUSH:hello');
+    } finally {
+      c.child.kill('SIGKILL');
+    }
+  }, 60_000);
+});
+
 describe('cluster mode: a partition of one node', () => {
   it('the cut-off node keeps its local traffic, its IDs may move to other nodes, and after healing one holder remains', async () => {
     const relay = await redisRelay(redis.port);
@@ -402,13 +440,21 @@ describe('cluster mode: Redis restarted', () => {
     const x = await dev(a, acct.key, 'X');
     const x2 = await dev(a, acct.key, 'X2');
     const y = await dev(b, acct.key, 'Y');
+    const w = await dev(a, acct.key, 'W');
+    const r = await dev(b, acct.key, 'R');
     expect(await x.request(`TCP:PUSH:${acct.key}:RID:Y:before`)).toBe('[OK:DATA_SENT]');
     expect(await y.line()).toBe('PUSH:before');
+    await waitFor(async () => (await w.request(`TCP:STATUS:${acct.key}:R`)) === '[OK:ONLINE]');
+    expect(await w.request(`TCP:PUSH:${acct.key}:RAW:R`)).toBe('[OK:LINK_SYNC]');
+    expect(await r.line()).toBe('PUSHRAW:');
     await redis.stop();
     try {
       expect(await x.request(`TCP:PUSH:${acct.key}:RID:X2:local`)).toBe('[OK:DATA_SENT]');
       expect(await x2.line()).toBe('PUSH:local');
       expect(await x.request(`TCP:PUSH:${acct.key}:RID:Y:while away`, 10000)).toBe('[FAIL:UNAVAILABLE]');
+      // A RAW stream between the nodes does not go through Redis: it keeps flowing.
+      w.write('stream bytes while Redis is away');
+      await r.until((t) => t === 'stream bytes while Redis is away', 5000, 'the stream bytes');
     } finally {
       await redis.start();
     }
@@ -419,5 +465,11 @@ describe('cluster mode: Redis restarted', () => {
       15000,
     );
     expect(await y.line()).toBe('PUSH:after');
+    // The restarted Redis lost the cluster's secret: the nodes agreed on a new one, and new streams open.
+    const y2 = await dev(a, acct.key, 'Y2');
+    expect(await y.request(`TCP:PUSH:${acct.key}:RAW:Y2`, 10000)).toBe('[OK:LINK_SYNC]');
+    expect(await y2.line()).toBe('PUSHRAW:');
+    y.write('a new stream');
+    await y2.until((t) => t === 'a new stream', 5000, 'the stream bytes');
   }, 60_000);
 });

@@ -15,7 +15,7 @@
 // applies the change as it is; any other gap (a missed message, a Redis restart) reloads the account from the store.
 
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { TopologyChange } from '../routing/changes.ts';
@@ -75,12 +75,41 @@ local k = ARGV[1] .. 'dir:' .. ARGV[2]
 if redis.call('HGET', k, ARGV[3]) == ARGV[4] then return redis.call('HDEL', k, ARGV[3]) end
 return 0`;
 
+/**
+ * ARGV: prefix, account, id, this instance. Where a live other instance holding the ID takes RAW streams: the
+ * value of its liveness key ("<node>|<host:port>"), else nil.
+ */
+const LOCATE = `
+local inst = redis.call('HGET', ARGV[1] .. 'dir:' .. ARGV[2], ARGV[3])
+if not inst or inst == ARGV[4] then return false end
+return redis.call('GET', ARGV[1] .. 'inst:' .. inst)`;
+
 /** Releases a lock only if it still holds our token. */
 const UNLOCK = `if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('DEL', ARGV[1]) end return 0`;
 
 /** The scripts, sent once per connection and then called by their SHA (ioredis' defineCommand). */
-const SCRIPTS = { p2pcRoute: ROUTE_MANY, p2pcClaim: CLAIM, p2pcForget: FORGET, p2pcUnlock: UNLOCK } as const;
+const SCRIPTS = {
+  p2pcRoute: ROUTE_MANY,
+  p2pcClaim: CLAIM,
+  p2pcForget: FORGET,
+  p2pcLocate: LOCATE,
+  p2pcUnlock: UNLOCK,
+} as const;
 type ScriptCalls = { [K in keyof typeof SCRIPTS]: (...args: (string | number)[]) => Promise<unknown> };
+
+/**
+ * host:port at which the other nodes reach this node's device port: CLUSTER.ADVERTISE (its port defaults to the
+ * device port), else the address the device port is bound to, else this machine's first non-loopback IPv4 address.
+ */
+export function advertisedAddress(advertise: string, bound: string, port: number): string {
+  if (advertise !== '') return /:\d+$/.test(advertise) && !advertise.endsWith(']') ? advertise : `${advertise}:${port}`;
+  if (bound !== '' && bound !== '0.0.0.0' && bound !== '::')
+    return bound.includes(':') ? `[${bound}]:${port}` : `${bound}:${port}`;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return `${a.address}:${port}`;
+  }
+  return `127.0.0.1:${port}`;
+}
 
 export class Backplane {
   readonly node: string;
@@ -95,9 +124,22 @@ export class Backplane {
   private readonly log: Logger;
   private closed = false;
   private lockSeq = 0;
+  /** Where other nodes reach this one's device port (host:port), for RAW streams across nodes. */
+  private readonly advertise: string;
+  /** The cluster's shared secret (see raw-header.ts), as hex; read from Redis at start and after it comes back. */
+  secret = '';
 
-  private constructor(node: string, prefix: string, pub: Redis, sub: Redis, reader: Redis, log: Logger) {
+  private constructor(
+    node: string,
+    advertise: string,
+    prefix: string,
+    pub: Redis,
+    sub: Redis,
+    reader: Redis,
+    log: Logger,
+  ) {
     this.node = node;
+    this.advertise = advertise;
     this.instance = `${node}#${randomBytes(6).toString('hex')}`;
     this.prefix = prefix;
     this.pub = pub;
@@ -111,7 +153,7 @@ export class Backplane {
   /** Connects (one connection to publish and query, one to subscribe) and starts delivering events to `onEvent`. */
   static async open(
     url: string,
-    opts: { prefix: string; node: string; devicePort: number; log: Logger },
+    opts: { prefix: string; node: string; devicePort: number; advertise: string; log: Logger },
     onEvent: (ev: ClusterEvent) => void,
     onResync: () => void,
     onDeliveries: (batch: RemoteDelivery[]) => void,
@@ -124,7 +166,8 @@ export class Backplane {
     const reader = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: null });
     for (const r of [pub, sub, reader]) r.on('error', () => {});
     await Promise.all([pub.connect(), sub.connect(), reader.connect()]);
-    const bp = new Backplane(node, opts.prefix, pub, sub, reader, opts.log);
+    const bp = new Backplane(node, opts.advertise, opts.prefix, pub, sub, reader, opts.log);
+    await bp.readSecret();
     await bp.beat();
     bp.heartbeat = setInterval(() => {
       bp.beat().catch((err: unknown) => opts.log.warn({ err }, 'cluster: refreshing this node failed'));
@@ -155,7 +198,34 @@ export class Backplane {
   }
 
   private async beat(): Promise<void> {
-    await this.pub.set(`${this.prefix}inst:${this.instance}`, this.node, 'PX', INSTANCE_TTL_MS);
+    await this.pub.set(`${this.prefix}inst:${this.instance}`, `${this.node}|${this.advertise}`, 'PX', INSTANCE_TTL_MS);
+  }
+
+  /**
+   * The cluster's secret: the first node to ask makes it (SET NX), every node reads the same one. Asked again after
+   * Redis comes back (a restarted Redis lost it: the first node to ask makes a new one). True when it changed.
+   */
+  async readSecret(): Promise<boolean> {
+    const key = `${this.prefix}secret`;
+    await this.pub.set(key, randomBytes(32).toString('hex'), 'NX');
+    const secret = (await this.pub.get(key)) ?? '';
+    if (secret === this.secret) return false;
+    this.secret = secret;
+    return true;
+  }
+
+  /**
+   * Where the live other node holding an ID takes RAW streams (host and port), or null when no live other node
+   * holds it.
+   */
+  async locate(account: number, id: string): Promise<{ host: string; port: number } | null> {
+    const v = (await this.scripts.p2pcLocate(this.prefix, account, id, this.instance)) as string | null;
+    if (v === null) return null;
+    const at = v.slice(v.lastIndexOf('|') + 1);
+    const colon = at.lastIndexOf(':');
+    const port = Number(at.slice(colon + 1));
+    if (colon <= 0 || !Number.isInteger(port) || port <= 0) return null;
+    return { host: at.slice(0, colon).replace(/^\[|\]$/g, ''), port };
   }
 
   /** Reads this instance's inbox until closed, handing each batch over in order. */

@@ -238,6 +238,17 @@ export const SCHEMA = {
     },
     NODE_ID: { type: 'string', def: '', doc: 'name of this node in the cluster (empty = host name and device port)' },
     PREFIX: { type: 'string', def: 'p2pc:', doc: 'prefix of every Redis key and channel of the cluster' },
+    ADVERTISE: {
+      type: 'string',
+      def: '',
+      doc: 'host[:port] at which other nodes reach the device port of this one, for RAW streams across nodes (empty = PServer.HOST if set, else the first non-loopback IPv4 address; port: the device port)',
+    },
+    RAW_CONNECT_MS: {
+      type: 'int',
+      def: 5000,
+      min: 1,
+      doc: 'a RAW link to a device on another node fails with [FAIL:UNAVAILABLE] when that node has not answered within this time',
+    },
   },
   LOG: {
     LEVEL: { type: 'string', def: 'info', doc: 'fatal, error, warn, info, debug, trace or silent' },

@@ -100,6 +100,12 @@ export const OP = {
   GROUP_ROUTE: 67,
   /** Supervisor -> shard: how many of them another node took: [req, routed]. */
   GROUP_RESULT: 68,
+  /** Shard -> supervisor (cluster mode): where does the node holding this ID take RAW streams: [writer, account, id]. */
+  RAW_LOCATE: 69,
+  /** Supervisor -> shard: [writer, id, host, port, '' | FailCode] (host '' when no live other node holds the ID). */
+  RAW_LOCATED: 70,
+  /** Supervisor -> every shard (cluster mode): the cluster's secret for RAW streams across nodes: [hex]. */
+  NODE_SECRET: 71,
   /** Shard -> supervisor: store an e-mail or SMS in the outbox: [req, account, kind, to, subject, body]. */
   OUTBOX_SUBMIT: 45,
   /** Supervisor -> shard: '' when durably queued, else a FailCode. */
@@ -210,6 +216,9 @@ export type Message =
   | [op: typeof OP.PRESENCE_REMOTE, account: number, id: string, online: number]
   | [op: typeof OP.GROUP_ROUTE, req: number, account: number, data: string, level: number, n: number, ...ids: string[]]
   | [op: typeof OP.GROUP_RESULT, req: number, routed: number]
+  | [op: typeof OP.RAW_LOCATE, writer: number, account: number, id: string]
+  | [op: typeof OP.RAW_LOCATED, writer: number, id: string, host: string, port: number, result: '' | FailCode]
+  | [op: typeof OP.NODE_SECRET, secret: string]
   | [op: typeof OP.ACCOUNT_STATS_RESULT, req: number, count: number, ...entries: (string | number)[]]
   | [op: typeof OP.HTTP_REQUEST, req: number, request: string]
   | [op: typeof OP.HTTP_RESPONSE, req: number, response: string];
@@ -239,6 +248,8 @@ export interface ShardInit {
   /** Per-address connection counters and auth-failure counters (src/shard/address-table.ts). */
   addressConnections: SharedArrayBuffer;
   addressFailures: SharedArrayBuffer;
+  /** Cluster mode: nonces of accepted RAW stream headers, shared by every shard (src/cluster/raw-header.ts). */
+  nonces: SharedArrayBuffer;
   /** Port to the supervisor. */
   control: MessagePort;
   /** Ports to the other shards, index = peer shard (undefined for itself). */
@@ -247,6 +258,8 @@ export interface ShardInit {
   accounts: [number, string, string, number][];
   /** Every account's topology as control ops (TOPOLOGY ...), applied before the shard listens. */
   topology: unknown[];
+  /** Cluster mode: the cluster's secret for RAW streams across nodes (hex; '' until the node joined). */
+  nodeSecret: string;
 }
 
 /** Int32 indexes into the shared counters: velocity minute, connections in it, then open connections per shard. */

@@ -2,6 +2,7 @@
 // behind one dispatch switch. They run on the shard that owns the connection.
 
 import { randomBytes } from 'node:crypto';
+import { NODE_RAW } from '../cluster/raw-header.ts';
 import { planValue } from '../config/schema.ts';
 import { FAIL_LINE } from '../protocol/codes.ts';
 import { canonicalId, isValidId } from '../protocol/ids.ts';
@@ -24,6 +25,7 @@ import { formatTime, parseTimeArg } from '../services/time.ts';
 import type { Connection } from './connection.ts';
 import { cmdStatus, cmdWatch, cmdWill, dropWatches } from './presence.ts';
 import { cmdPush, noteRoute } from './push.ts';
+import { rawFromNode } from './raw.ts';
 import type { ShardActor } from './shard.ts';
 
 /** Parses and executes one line. May block the connection (registration, KEY lookup). */
@@ -33,6 +35,8 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
   if (cmd.proto !== PROTO.TCP) {
     const mode = SECURE_MODE[cmd.proto];
     if (mode !== undefined) return cmdSecure(shard, conn, mode, s, start, end);
+    // Cluster mode: another node opening a RAW stream to a device here (unknown command otherwise).
+    if (cmd.proto === PROTO.NONE && s.startsWith(NODE_RAW, start)) return rawFromNode(shard, conn, s.slice(start, end));
     // An HTTP request line in the middle of a device stream is not a command.
     shard.fail(conn, cmd.proto === PROTO.NONE ? 'UNKNOWN_COMMAND' : 'INVALID_CMD');
     return;

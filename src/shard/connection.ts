@@ -33,6 +33,10 @@ export interface RawLink {
   broken: boolean;
   /** Handle of the device streaming to this connection (0: none). */
   in: number;
+  /** Cluster mode, writer side: the stream to the node holding the reader (out is NODE_OUT once it is linked). */
+  node: Socket | null;
+  /** Cluster mode, reader side: this connection is another node's stream for one of its devices. */
+  viaNode: boolean;
 }
 
 /** Why a socket is paused; reading resumes when no reason is left. */

@@ -55,7 +55,7 @@ export function cmdPush(
   data: string,
 ): void {
   routedId = null;
-  if (target === TARGET.RAW) return rawOpen(shard, conn, acct.devices.get(canonicalId(name)));
+  if (target === TARGET.RAW) return rawOpen(shard, conn, acct, canonicalId(name));
   if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
   shard.metrics.pushes[target]!++;
   conn.sent++;

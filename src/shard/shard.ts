@@ -15,6 +15,7 @@ import { createServer as createTlsServer, DEFAULT_CIPHERS } from 'node:tls';
 import type { Logger } from 'pino';
 import { readRequest, writeResponse } from '../api/http.ts';
 import type { ApiResponse } from '../api/types.ts';
+import { NonceTable } from '../cluster/raw-header.ts';
 import { type Config, planValue } from '../config/schema.ts';
 import { FAIL_LINE, type FailCode } from '../protocol/codes.ts';
 import { detach, flushPending, frameLines, type LineSink } from '../protocol/framer.ts';
@@ -60,7 +61,7 @@ import { ShardMetrics } from './metrics.ts';
 import { type OwnerHost, Ownership } from './ownership.ts';
 import { dropWatches, presenceEvent, statusReply } from './presence.ts';
 import { cmdPush, pushRun } from './push.ts';
-import { rawAck, rawChunk, rawClosed, rawEnd, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
+import { rawAck, rawChunk, rawClosed, rawEnd, rawLocated, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
 
 interface PendingRegistration {
   conn: Connection;
@@ -79,6 +80,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   readonly config: Config;
   /** Cluster mode: IDs not registered on this node may be on another one (the supervisor routes to it). */
   readonly clustered: boolean;
+  /** Cluster mode: the secret RAW streams across nodes are signed with (null until the node joined). */
+  nodeSecret: Buffer | null = null;
+  /** Cluster mode: nonces of the RAW stream headers this node accepted lately (a header is good once). */
+  readonly nodeNonces: NonceTable;
   readonly log: Logger;
   readonly status: StatusTables;
   readonly table: Int32Array;
@@ -157,6 +162,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.counters = new Int32Array(init.counters);
     this.addrConns = new AddressCounters(new Int32Array(init.addressConnections), 60000);
     this.addrFails = new AddressCounters(new Int32Array(init.addressFailures), 60000);
+    this.nodeNonces = new NonceTable(new Int32Array(init.nonces));
     this.rss = process.memoryUsage.rss();
     this.maxNode = init.config.USER['10MAXNODE'];
     const node = init.config.NODE;
@@ -164,6 +170,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.maxOut = node.MAX_OUTBUF;
     this.tickMs = node.COM_CHK * 1000;
     this.clustered = init.config.CLUSTER.REDIS_URL !== '';
+    if (init.nodeSecret !== '') this.nodeSecret = Buffer.from(init.nodeSecret, 'hex');
     this.waitMs = node.WAIT_FOR_CMD * 1000;
     this.idleMs = node.LINE_IDLE_MS;
     this.deadlineMs = node.WRITE_DEADLINE * 1000;
@@ -508,6 +515,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const id = conn.id;
     const handle = conn.handle;
     if (conn.raw !== null) rawEnd(this, conn, handle);
+    if (id === null && handle !== 0) {
+      // Another node's RAW stream (raw.ts rawFromNode): a handle without an ID.
+      endRegistration(this.table, conn.slot);
+      conn.handle = 0;
+      return;
+    }
     if (handle === 0 || acct === null || id === null) return;
     endRegistration(this.table, conn.slot);
     this.control.ops.push(OP.SEEN, acct.id, id, 0);
@@ -1072,6 +1085,12 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (conn.handle !== 0) clearFlag(this.table, conn.slot, FULL);
   }
 
+  /** Queues one op for the supervisor (rare paths; sent with this turn's batches). */
+  toSupervisor(...ops: unknown[]): void {
+    for (const x of ops) this.control.ops.push(x);
+    this.scheduleFlush();
+  }
+
   scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -1564,6 +1583,20 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.ACCOUNT_STATS: {
           const req = ops[i++] as number;
           this.answerAccountStats(req, ops[i++] as number);
+          break;
+        }
+        case OP.NODE_SECRET: {
+          const hex = ops[i++] as string;
+          this.nodeSecret = hex === '' ? null : Buffer.from(hex, 'hex');
+          break;
+        }
+        case OP.RAW_LOCATED: {
+          const writer = ops[i++] as number;
+          const id = ops[i++] as string;
+          const host = ops[i++] as string;
+          const port = ops[i++] as number;
+          rawLocated(this, writer, id, host, port, ops[i++] as string);
+          this.scheduleFlush();
           break;
         }
         case OP.PRESENCE_REMOTE: {

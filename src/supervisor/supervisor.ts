@@ -6,7 +6,9 @@ import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ApiRequest, ApiResponse } from '../api/types.ts';
 import type { Backplane, ClusterEvent, RemoteDelivery } from '../cluster/backplane.ts';
+import { NONCE_TABLE_INTS } from '../cluster/raw-header.ts';
 import { type Config, MAX_SLOTS_PER_SHARD, planValue } from '../config/schema.ts';
+import type { FailCode } from '../protocol/codes.ts';
 import { applyChange, changesOf, encodeChange, type TopologyChange } from '../routing/changes.ts';
 import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
 import { Topology, TopologyFailure } from '../routing/topology.ts';
@@ -59,6 +61,8 @@ export class Supervisor {
   private readonly counters: SharedArrayBuffer;
   private readonly addressConnections: SharedArrayBuffer;
   private readonly addressFailures: SharedArrayBuffer;
+  /** Cluster mode: nonces of the RAW stream headers this node accepted (src/cluster/raw-header.ts). */
+  private readonly nonces = new SharedArrayBuffer(4 * NONCE_TABLE_INTS);
   private readonly shards: ShardSlot[];
   private stopping = false;
   private readyWaiters: (() => void)[] = [];
@@ -189,10 +193,12 @@ export class Supervisor {
       counters: this.counters,
       addressConnections: this.addressConnections,
       addressFailures: this.addressFailures,
+      nonces: this.nonces,
       control: control.port2,
       peers,
       topology: this.topologySnapshot(),
       accounts: psk,
+      nodeSecret: this.cluster?.secret ?? '',
     };
     const transfer = [control.port2, ...peers.filter((p): p is MessagePort => p !== undefined)];
     const young = this.config.PServer.SHARD_YOUNG_MB;
@@ -445,6 +451,26 @@ export class Supervisor {
               this.log.warn({ err }, 'cluster: claiming an ID failed; decided on this node alone');
               answer(true);
             });
+          }
+          break;
+        }
+        case OP.RAW_LOCATE: {
+          const writer = ops[i++] as number;
+          const accountId = ops[i++] as number;
+          const id = ops[i++] as string;
+          const answer = (host: string, port: number, result: '' | FailCode): void => {
+            link.ops.push(OP.RAW_LOCATED, writer, id, host, port, result);
+            link.flush();
+          };
+          if (this.cluster === null) answer('', 0, 'REM_ID');
+          else {
+            this.cluster.locate(accountId, id).then(
+              (at) => (at === null ? answer('', 0, 'REM_ID') : answer(at.host, at.port, '')),
+              (err: unknown) => {
+                this.log.warn({ err }, 'cluster: locating a RAW link target failed');
+                answer('', 0, 'UNAVAILABLE');
+              },
+            );
           }
           break;
         }
@@ -701,6 +727,12 @@ export class Supervisor {
     }).catch((err: unknown) => this.log.error({ err }, 'cluster: applying a topology change failed'));
   }
 
+  /** Cluster mode: this node joined the cluster; its shards learn the secret RAW streams across nodes carry. */
+  joinCluster(cluster: Backplane): void {
+    this.cluster = cluster;
+    this.broadcast([OP.NODE_SECRET, cluster.secret]);
+  }
+
   /** Cluster mode: pushes other nodes routed here, delivered (or held) by each account's owner shard, in order. */
   onRemoteDeliveries(batch: RemoteDelivery[]): void {
     const touched = new Set<PortLink>();
@@ -720,6 +752,12 @@ export class Supervisor {
   resyncCluster(): void {
     const cluster = this.cluster;
     if (cluster === null) return;
+    cluster.readSecret().then(
+      (changed) => {
+        if (changed) this.broadcast([OP.NODE_SECRET, cluster.secret]);
+      },
+      (err: unknown) => this.log.warn({ err }, 'cluster: reading the secret failed'),
+    );
     for (const k of this.localIds.keys()) {
       const i = k.indexOf(':');
       const account = Number(k.slice(0, i));
