@@ -245,6 +245,43 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await c2.line()).toBe('PUSH:mesh-wide');
   });
 
+  it('FRIENDS outside the tree reach every live untreed device and root on both nodes, counted exactly; tree members are not friends', async () => {
+    const acct = await account(a);
+    for (const [id, parent] of [
+      ['ROOT-A', null],
+      ['ROOT-B', null],
+      ['KID-B', 'ROOT-B'],
+    ] as const) {
+      expect((await api(a, 'POST', `${acct.path}/tree/nodes`, { id, parent })).status).toBe(201);
+    }
+    const u1 = await dev(a, acct.key, 'U1');
+    const u2 = await dev(a, acct.key, 'U2');
+    const u3 = await dev(b, acct.key, 'U3');
+    const u4 = await dev(b, acct.key, 'U4');
+    const rootA = await dev(a, acct.key, 'ROOT-A');
+    const rootB = await dev(b, acct.key, 'ROOT-B');
+    const kidB = await dev(b, acct.key, 'KID-B');
+    for (const id of ['U3', 'U4', 'ROOT-B', 'KID-B']) {
+      await waitFor(async () => (await u1.request(`TCP:STATUS:${acct.key}:${id}`)) === '[OK:ONLINE]');
+    }
+    await waitFor(async () => (await tree(b, acct.path)).nodes.some((n) => n.id === 'KID-B'));
+    // From an untreed device on node A: U2 (A), U3, U4 (B), ROOT-A (A), ROOT-B (B). Not KID-B, not itself.
+    expect(await u1.request(`TCP:PUSH:${acct.key}:FRIENDS:hello friends`)).toBe('[OK:ALL_5]');
+    for (const c of [u2, u3, u4, rootA, rootB]) expect(await c.line()).toBe('PUSH:hello friends');
+    // From a root on node B: the other root and every untreed device, on both nodes.
+    expect(await rootB.request(`TCP:PUSH:${acct.key}:FRIENDS:from a root`)).toBe('[OK:ALL_5]');
+    for (const c of [u1, u2, u3, u4, rootA]) expect(await c.line()).toBe('PUSH:from a root');
+    // A tree member's friends are its siblings only (none here).
+    expect(await kidB.request(`TCP:PUSH:${acct.key}:FRIENDS:siblings`)).toBe('[FAIL:NO_ID]');
+    expect(await u1.silence(100)).toBe('');
+    expect(await u3.silence(0)).toBe('');
+    // One leaves node B: no longer counted.
+    u4.close();
+    await waitFor(async () => (await u1.request(`TCP:STATUS:${acct.key}:U4`)).startsWith('[OK:OFFLINE'));
+    expect(await u3.request(`TCP:PUSH:${acct.key}:FRIENDS:fewer`)).toBe('[OK:ALL_4]');
+    for (const c of [u1, u2, rootA, rootB]) expect(await c.line()).toBe('PUSH:fewer');
+  });
+
   it('one ID, two nodes: a live holder on node B keeps it against node A; racing registrations have one winner', async () => {
     const acct = await account(a);
     const holder = await dev(b, acct.key, 'ONLY');
@@ -320,11 +357,16 @@ async function nodeProcess(id: string, extra: Record<string, string>): Promise<{
 }
 
 describe('cluster mode: a node killed with -9', () => {
-  it('its devices reconnect to another node and resume; pushes to them meanwhile are held, not lost', async () => {
-    // A node of its own with holding on (plan level 4), next to node A.
-    const hold = { P2PC_USER_4HOLDPUSH: '1,1,1,1' };
+  it('its devices reconnect to another node and resume; pushes accepted for them meanwhile are all delivered, once', async () => {
+    // A cluster of its own (another key prefix): node C in a process of its own and node A2, both holding (plan
+    // level 4), so whichever of them notices the death first handles C's inbox the same way.
+    const own = `${prefix}k9:`;
+    const hold = { P2PC_USER_4HOLDPUSH: '1,1,1,1', P2PC_CLUSTER_PREFIX: own };
     const c = await nodeProcess('C', hold);
-    const holdA = await startTestServer({ ...node('A2', redis.url), USER: { '4HOLDPUSH': [1, 1, 1, 1] } });
+    const holdA = await startTestServer({
+      CLUSTER: { REDIS_URL: redis.url, PREFIX: own, NODE_ID: 'A2' },
+      USER: { '4HOLDPUSH': [1, 1, 1, 1] },
+    });
     try {
       const acct = await account(holdA);
       const victim = await device(c.port, acct.key, 'VICTIM');
@@ -333,17 +375,26 @@ describe('cluster mode: a node killed with -9', () => {
       expect(await victim.line()).toBe('PUSH:before');
       c.child.kill('SIGKILL');
       await victim.closedByServer(5000).catch(() => undefined); // the kernel resets it
-      // Within the node's liveness TTL its IDs become offline everywhere: pushes are then held.
-      await waitFor(
-        async () => (await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:while away`)) === '[OK:DATA_HELD]',
-        'the dead node to be noticed',
-        15000,
-      );
-      // The device reconnects to a live node: it may take its ID (the old holder is dead), and gets what was held.
+      // Until node C's liveness key expires, pushes to VICTIM are routed to C's inbox and accepted ([OK:DATA_SENT]);
+      // afterwards they are held. Every one of them must reach the device when it is back.
+      const accepted: string[] = [];
+      let sentIntoTheDeadNode = 0;
+      for (let n = 0; ; n++) {
+        const reply = await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:m${n}`);
+        expect(['[OK:DATA_SENT]', '[OK:DATA_HELD]']).toContain(reply);
+        accepted.push(`PUSH:m${n}`);
+        if (reply === '[OK:DATA_HELD]') break;
+        sentIntoTheDeadNode++;
+        await sleep(50);
+      }
+      expect(sentIntoTheDeadNode).toBeGreaterThan(0);
+      // The device reconnects to a live node: it may take its ID (the old holder is dead), and gets everything.
       const back = await TestClient.open(holdA.port);
       opened.push(back);
       expect(await back.request(`TCP:ID:${acct.key}:VICTIM`)).toBe('[OK:VICTIM]');
-      expect(await back.line()).toBe('PUSH:while away');
+      const got = await back.lines(accepted.length, 15000);
+      expect([...got].sort()).toEqual([...accepted].sort());
+      expect(await back.silence(300)).toBe('');
       expect(await tx.request(`TCP:PUSH:${acct.key}:RID:VICTIM:resumed`)).toBe('[OK:DATA_SENT]');
       expect(await back.line()).toBe('PUSH:resumed');
     } finally {

@@ -38,6 +38,8 @@ const LOCK_WAIT_MS = 15_000;
 const INSTANCE_TTL_MS = 6000;
 /** Entries an inbox keeps for a reader that lags (approximately; the oldest go first). */
 const INBOX_MAX = 100_000;
+/** An inbox nobody reads (all nodes gone) and the read mark expire after this long. */
+const INBOX_TTL_MS = 3_600_000;
 
 /**
  * ARGV: prefix, this instance, inbox cap, then (account, id, data) per push. Per push, in order: the instance
@@ -84,6 +86,41 @@ local inst = redis.call('HGET', ARGV[1] .. 'dir:' .. ARGV[2], ARGV[3])
 if not inst or inst == ARGV[4] then return false end
 return redis.call('GET', ARGV[1] .. 'inst:' .. inst)`;
 
+/** ARGV: prefix, account, this instance. The IDs of the account that live other instances hold. */
+const LIVE_ELSEWHERE = `
+local all = redis.call('HGETALL', ARGV[1] .. 'dir:' .. ARGV[2])
+local out, alive = {}, {}
+for i = 1, #all, 2 do
+  local inst = all[i + 1]
+  if inst ~= ARGV[3] then
+    if alive[inst] == nil then alive[inst] = redis.call('EXISTS', ARGV[1] .. 'inst:' .. inst) == 1 end
+    if alive[inst] then out[#out + 1] = all[i] end
+  end
+end
+return out`;
+
+/**
+ * ARGV: prefix, this instance. Every instance that joined (the `insts` set) and whose liveness key is gone died
+ * without leaving: it is taken out of the set, and its inbox, if any, is renamed to one of this instance's recovery
+ * keys (only one node gets it). Returns (instance, last entry it read) per inbox taken.
+ */
+const REAP = `
+local p, me = ARGV[1], ARGV[2]
+local out = {}
+for _, inst in ipairs(redis.call('SMEMBERS', p .. 'insts')) do
+  if inst ~= me and redis.call('EXISTS', p .. 'inst:' .. inst) == 0 then
+    redis.call('SREM', p .. 'insts', inst)
+    local from = redis.call('GET', p .. 'read:' .. inst) or '0-0'
+    redis.call('DEL', p .. 'read:' .. inst)
+    if redis.call('EXISTS', p .. 'in:' .. inst) == 1 then
+      redis.call('RENAME', p .. 'in:' .. inst, p .. 'rec:' .. me .. ':' .. inst)
+      out[#out + 1] = inst
+      out[#out + 1] = from
+    end
+  end
+end
+return out`;
+
 /** Releases a lock only if it still holds our token. */
 const UNLOCK = `if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('DEL', ARGV[1]) end return 0`;
 
@@ -93,6 +130,8 @@ const SCRIPTS = {
   p2pcClaim: CLAIM,
   p2pcForget: FORGET,
   p2pcLocate: LOCATE,
+  p2pcLiveElsewhere: LIVE_ELSEWHERE,
+  p2pcReap: REAP,
   p2pcUnlock: UNLOCK,
 } as const;
 type ScriptCalls = { [K in keyof typeof SCRIPTS]: (...args: (string | number)[]) => Promise<unknown> };
@@ -109,6 +148,20 @@ export function advertisedAddress(advertise: string, bound: string, port: number
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return `${a.address}:${port}`;
   }
   return `127.0.0.1:${port}`;
+}
+
+/** An inbox entry's fields (a, i, d) as a delivery. */
+function inboxEntry(fields: string[]): RemoteDelivery {
+  let account = 0;
+  let id = '';
+  let data = '';
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const v = fields[i + 1]!;
+    if (fields[i] === 'a') account = Number(v);
+    else if (fields[i] === 'i') id = v;
+    else if (fields[i] === 'd') data = v;
+  }
+  return { account, id, data };
 }
 
 export class Backplane {
@@ -170,7 +223,9 @@ export class Backplane {
     await bp.readSecret();
     await bp.beat();
     bp.heartbeat = setInterval(() => {
-      bp.beat().catch((err: unknown) => opts.log.warn({ err }, 'cluster: refreshing this node failed'));
+      bp.beat()
+        .then(() => bp.reap(onDeliveries))
+        .catch((err: unknown) => opts.log.warn({ err }, 'cluster: refreshing this node failed'));
     }, INSTANCE_TTL_MS / 3);
     bp.heartbeat.unref();
     void bp.readInbox(onDeliveries);
@@ -198,7 +253,42 @@ export class Backplane {
   }
 
   private async beat(): Promise<void> {
-    await this.pub.set(`${this.prefix}inst:${this.instance}`, `${this.node}|${this.advertise}`, 'PX', INSTANCE_TTL_MS);
+    const p = this.prefix;
+    await Promise.all([
+      this.pub.set(`${p}inst:${this.instance}`, `${this.node}|${this.advertise}`, 'PX', INSTANCE_TTL_MS),
+      // In the set every beat: a restarted Redis learns it again.
+      this.pub.sadd(`${p}insts`, this.instance),
+      this.pub.pexpire(`${p}in:${this.instance}`, INBOX_TTL_MS),
+    ]);
+  }
+
+  /**
+   * Pushes routed to a node in the seconds between its death and its liveness key expiring were accepted
+   * (`[OK:DATA_SENT]`) and sit unread in its inbox. The first node to notice the death takes that inbox and hands
+   * every entry after the last one the dead node read to `onDeliveries`, as if routed to this node: the owner shard
+   * delivers it if the device is here by now, routes it to the node that has it, or holds it.
+   */
+  private async reap(onDeliveries: (batch: RemoteDelivery[]) => void): Promise<void> {
+    const taken = (await this.scripts.p2pcReap(this.prefix, this.instance)) as string[];
+    for (let k = 0; k + 1 < taken.length; k += 2) {
+      const dead = taken[k]!;
+      const key = `${this.prefix}rec:${this.instance}:${dead}`;
+      let from = taken[k + 1]!;
+      let recovered = 0;
+      for (;;) {
+        const entries = (await this.pub.xrange(key, `(${from}`, '+', 'COUNT', 1000)) as [string, string[]][];
+        if (entries.length === 0) break;
+        from = entries[entries.length - 1]![0];
+        const batch = entries.map(([, fields]) => inboxEntry(fields));
+        recovered += batch.length;
+        onDeliveries(batch);
+      }
+      await this.pub.del(key);
+      this.log.warn(
+        { dead, recovered },
+        'cluster: a node died; the pushes routed to it and not yet read are re-routed',
+      );
+    }
   }
 
   /**
@@ -249,12 +339,13 @@ export class Backplane {
       for (const [, entries] of res) {
         for (const [entryId, fields] of entries) {
           last = entryId;
-          const f: Record<string, string> = {};
-          for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
-          batch.push({ account: Number(f.a), id: f.i ?? '', data: f.d ?? '' });
+          batch.push(inboxEntry(fields));
         }
       }
-      if (batch.length > 0) onDeliveries(batch);
+      if (batch.length === 0) continue;
+      // Where a node that takes this inbox after a crash starts (see reap).
+      this.pub.set(`${this.prefix}read:${this.instance}`, last, 'PX', INBOX_TTL_MS).catch(() => undefined);
+      onDeliveries(batch);
     }
   }
 
@@ -281,6 +372,11 @@ export class Backplane {
   async onlineElsewhere(account: number, id: string): Promise<boolean> {
     const inst = await this.pub.hget(`${this.prefix}dir:${account}`, id);
     return inst !== null && inst !== this.instance && (await this.pub.exists(`${this.prefix}inst:${inst}`)) === 1;
+  }
+
+  /** The account's IDs registered on live other nodes. */
+  async liveElsewhere(account: number): Promise<string[]> {
+    return (await this.scripts.p2pcLiveElsewhere(this.prefix, account, this.instance)) as string[];
   }
 
   /** Routes pushes in order, in one call: per push, true when a live other node took it. */
@@ -329,9 +425,11 @@ export class Backplane {
     this.closed = true;
     if (this.heartbeat !== null) clearInterval(this.heartbeat);
     // Leaving on purpose: this instance's IDs are offline at once, not after the liveness TTL.
-    await this.pub
-      .del(`${this.prefix}inst:${this.instance}`, `${this.prefix}in:${this.instance}`)
-      .catch(() => undefined);
+    const p = this.prefix;
+    await Promise.all([
+      this.pub.del(`${p}inst:${this.instance}`, `${p}in:${this.instance}`, `${p}read:${this.instance}`),
+      this.pub.srem(`${p}insts`, this.instance),
+    ]).catch(() => undefined);
     this.reader.disconnect();
     await Promise.allSettled([this.sub.quit(), this.pub.quit()]);
   }

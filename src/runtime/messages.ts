@@ -96,9 +96,12 @@ export const OP = {
   UNCLAIM: 65,
   /** Supervisor -> every shard (cluster mode): a device came (1) or went (0) on another node: [account, id, online]. */
   PRESENCE_REMOTE: 66,
-  /** Shard -> supervisor (cluster mode): a group push's members not on this node: [req, account, data, level, n, ...ids]. */
+  /**
+   * Shard -> supervisor (cluster mode): a group push's members not on this node: [req, account, data, level, friends,
+   * n, ...ids]; friends = 1: also every device outside the tree that is live on another node (FRIENDS of such a device).
+   */
   GROUP_ROUTE: 67,
-  /** Supervisor -> shard: how many of them another node took: [req, routed]. */
+  /** Supervisor -> shard: how many of them another node took, and how many members it added: [req, routed, more]. */
   GROUP_RESULT: 68,
   /** Shard -> supervisor (cluster mode): where does the node holding this ID take RAW streams: [writer, account, id]. */
   RAW_LOCATE: 69,
@@ -214,8 +217,17 @@ export type Message =
   | [op: typeof OP.CLAIM_RESULT, req: number, ok: number]
   | [op: typeof OP.UNCLAIM, account: number, id: string]
   | [op: typeof OP.PRESENCE_REMOTE, account: number, id: string, online: number]
-  | [op: typeof OP.GROUP_ROUTE, req: number, account: number, data: string, level: number, n: number, ...ids: string[]]
-  | [op: typeof OP.GROUP_RESULT, req: number, routed: number]
+  | [
+      op: typeof OP.GROUP_ROUTE,
+      req: number,
+      account: number,
+      data: string,
+      level: number,
+      friends: number,
+      n: number,
+      ...ids: string[],
+    ]
+  | [op: typeof OP.GROUP_RESULT, req: number, routed: number, more: number]
   | [op: typeof OP.RAW_LOCATE, writer: number, account: number, id: string]
   | [op: typeof OP.RAW_LOCATED, writer: number, id: string, host: string, port: number, result: '' | FailCode]
   | [op: typeof OP.NODE_SECRET, secret: string]

@@ -74,7 +74,9 @@ export function cmdPush(
       if (topo !== null && topo.parentOf(me) !== null) {
         for (const id of topo.siblingsOf(me)) if (id !== me) addMember(acct, id);
       } else {
-        // §5: all roots, and every live ID that is not in the tree, are friends of each other.
+        // §5: all roots, and every live ID that is not in the tree, are friends of each other (in a cluster, on
+        // every node: the supervisor adds those of the other nodes).
+        friendsElsewhere = shard.clustered;
         if (topo !== null) for (const id of topo.roots()) if (id !== me) addMember(acct, id);
         for (const [id, handle] of acct.devices) {
           if (handle !== conn.handle && (topo === null || !topo.has(id)) && isLive(shard, handle)) {
@@ -109,6 +111,7 @@ export function cmdPush(
   if (members.length > shard.config.NODE.MAX_FANOUT) {
     members.length = 0;
     memberIds.length = 0;
+    friendsElsewhere = false;
     return shard.fail(conn, 'FANOUT_LIMIT');
   }
   const reply = deliverGroup(shard, conn, acct, data, target);
@@ -180,6 +183,8 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
  */
 /** Cluster mode: the members of the group being delivered that are not on this node. */
 const awayIds: string[] = [];
+/** Cluster mode: the group being delivered also has every live device outside the tree on other nodes (FRIENDS). */
+let friendsElsewhere = false;
 
 function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string | null {
   const scratch = shard.scratch;
@@ -230,8 +235,10 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   }
   members.length = 0;
   shard.metrics.delivered[target]! += delivered;
-  if (away !== null && away.length > 0) {
-    shard.routeGroup(conn, acct, data, awayIds.splice(0), delivered, total, target);
+  const friends = friendsElsewhere;
+  friendsElsewhere = false;
+  if (away !== null && (away.length > 0 || friends)) {
+    shard.routeGroup(conn, acct, data, awayIds.splice(0), delivered, total, target, friends);
     return null;
   }
   return groupReply(delivered, total);

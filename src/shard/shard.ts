@@ -965,10 +965,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     delivered: number,
     total: number,
     target: number,
+    friends: boolean,
   ): void {
     const req = ++this.reqSeq;
     this.groups.set(req, { conn, token: this.deferReply(conn), delivered, total, target });
-    this.control.ops.push(OP.GROUP_ROUTE, req, acct.id, data, acct.level, ids.length, ...ids);
+    this.control.ops.push(OP.GROUP_ROUTE, req, acct.id, data, acct.level, friends ? 1 : 0, ids.length, ...ids);
     this.scheduleFlush();
   }
 
@@ -1611,11 +1612,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.GROUP_RESULT: {
           const req = ops[i++] as number;
           const routed = ops[i++] as number;
+          const more = ops[i++] as number;
           const g = this.groups.get(req);
           this.groups.delete(req);
-          if (g !== undefined) {
+          if (g === undefined) break;
+          if (routed < 0) this.resolveReply(g.conn, g.token, FAIL_LINE.FANOUT_LIMIT);
+          else {
             this.metrics.delivered[g.target]! += routed;
-            this.resolveReply(g.conn, g.token, groupReply(g.delivered + routed, g.total));
+            this.resolveReply(g.conn, g.token, groupReply(g.delivered + routed, g.total + more));
           }
           break;
         }

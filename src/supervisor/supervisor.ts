@@ -413,13 +413,36 @@ export class Supervisor {
           const accountId = ops[i++] as number;
           const data = ops[i++] as string;
           const level = ops[i++] as number;
+          const friends = ops[i++] === 1;
           const n = ops[i++] as number;
           const ids = ops.slice(i, i + n) as string[];
           i += n;
           this.inOrder('cluster: routing a group push failed', async () => {
             const cluster = this.cluster;
             let routed = 0;
+            let more = 0;
             const rest: HoldOp[] = [];
+            if (cluster !== null && friends) {
+              // §5 FRIENDS of a device outside the tree: every live ID outside the tree is a friend, on any node.
+              const topo = this.topologies.get(accountId);
+              const known = new Set(ids);
+              const extra = await cluster.liveElsewhere(accountId).catch((err: unknown) => {
+                this.log.warn({ err }, 'cluster: listing the devices on other nodes failed');
+                return [] as string[];
+              });
+              for (const id of extra) {
+                if (known.has(id) || (topo?.has(id) && topo.parentOf(id) !== null)) continue;
+                known.add(id);
+                ids.push(id);
+                more++;
+              }
+            }
+            if (more > 0 && ids.length > this.config.NODE.MAX_FANOUT) {
+              // Too many friends on the other nodes: refused whole (the sender's own node delivered its share).
+              link.ops.push(OP.GROUP_RESULT, req, -1, more);
+              link.flush();
+              return;
+            }
             if (cluster !== null) {
               const results = await cluster
                 .routeMany(ids.map((id) => ({ account: accountId, id, data })))
@@ -431,7 +454,7 @@ export class Supervisor {
             }
             // The rest are offline everywhere: held where the plan holds (counted as not delivered).
             if (rest.length > 0 && planValue(this.config.USER['4HOLDPUSH'], level) !== 0) await this.holdBatch(rest);
-            link.ops.push(OP.GROUP_RESULT, req, routed);
+            link.ops.push(OP.GROUP_RESULT, req, routed, more);
             link.flush();
           });
           break;
