@@ -34,7 +34,7 @@ async function api(s: Server, method: string, path: string, body?: unknown): Pro
   return text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
 }
 
-async function newAccount(s: Server): Promise<{ key: string; path: string }> {
+export async function newAccount(s: Server): Promise<{ key: string; path: string }> {
   const email = `cb${++seq}@bench.example`;
   const r = await api(s, 'POST', '/api/v1/accounts', { email });
   return { key: r.key as string, path: `/api/v1/accounts/${encodeURIComponent(email)}` };

@@ -1,4 +1,5 @@
-// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout] [workers]`.
+// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout|cluster] [workers]` (cluster: two nodes
+// on one redis-server, pushes from a device on the first to a device on the second, both nodes profiled).
 // Starts the server with --cpu-prof, runs the load, stops it, and prints the top functions by self time
 // for every thread's profile. Profiles stay in bench/results/profiles/ for flame-graph tools.
 
@@ -6,6 +7,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { startRedis } from '../test/helpers/redis.ts';
+import { newAccount } from './cluster.ts';
 import { PAYLOAD, pipeline, register } from './load.ts';
 import { cpuMicros, startServer, stopServer } from './server.ts';
 
@@ -15,10 +18,24 @@ const dir = fileURLToPath(new URL('./results/profiles', import.meta.url));
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 process.env.BENCH_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${dir}`;
-const s = await startServer(workers);
+const redis = kind === 'cluster' ? await startRedis() : null;
+const clusterEnv = (id: string): Record<string, string> =>
+  redis === null
+    ? {}
+    : { P2PC_CLUSTER_REDIS_URL: redis.url, P2PC_CLUSTER_PREFIX: `prof${process.pid}:`, P2PC_CLUSTER_NODE_ID: id };
+const s = await startServer(workers, clusterEnv('n1'));
+const s2 = redis === null ? null : await startServer(workers, clusterEnv('n2'));
 let deliveries = 0;
-const cpu0 = cpuMicros(s.child.pid!);
-if (kind === 'p2p') {
+const cpu0 = cpuMicros(s.child.pid!) + (s2 === null ? 0 : cpuMicros(s2.child.pid!));
+if (s2 !== null) {
+  const { key } = await newAccount(s);
+  const r = await register(s2.port, key, 'PR');
+  const snd = await register(s.port, key, 'PS');
+  await new Promise((res) => setTimeout(res, 100));
+  const res = await pipeline(snd, [r], `TCP:PUSH:${key}:RID:PR:${PAYLOAD}\r\n`, 200_000, 1, 4096);
+  deliveries = res.deliveries;
+  process.stdout.write(`cross-node p2p ${Math.round(res.perSecond)} msgs/s\n`);
+} else if (kind === 'p2p') {
   const r = await register(s.port, s.key, 'PR');
   const snd = await register(s.port, s.key, 'PS');
   const res = await pipeline(snd, [r], `TCP:PUSH:${s.key}:RID:PR:${PAYLOAD}\r\n`, 1_000_000, 1, 16384);
@@ -34,8 +51,11 @@ if (kind === 'p2p') {
   deliveries = res.deliveries;
   process.stdout.write(`fan-out ${Math.round(res.perSecond)} deliveries/s\n`);
 }
-process.stdout.write(`broker CPU ${((cpuMicros(s.child.pid!) - cpu0) / deliveries).toFixed(3)} µs per delivery\n`);
+const cpu1 = cpuMicros(s.child.pid!) + (s2 === null ? 0 : cpuMicros(s2.child.pid!));
+process.stdout.write(`broker CPU ${((cpu1 - cpu0) / deliveries).toFixed(3)} µs per delivery\n`);
 await stopServer(s);
+if (s2 !== null) await stopServer(s2);
+await redis?.stop();
 
 interface Node {
   id: number;

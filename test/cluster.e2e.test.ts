@@ -208,6 +208,19 @@ describe('cluster mode: pushes between nodes', () => {
     expect(got).toEqual(Array.from({ length: 2000 }, (_, i) => `PUSH:m${i}`));
   });
 
+  it('payload bytes cross nodes unchanged: colons, digits that look like lengths, every byte but CR and LF', async () => {
+    const acct = await account(a);
+    const rx = await dev(b, acct.key, 'BYTES-RX');
+    const tx = await dev(a, acct.key, 'BYTES-TX');
+    const all = Array.from({ length: 255 }, (_, i) => String.fromCharCode(i + 1))
+      .filter((c) => c !== '\r' && c !== '\n')
+      .join('');
+    const payloads = ['', ':', '3:abc', `12:${all}`, all, '1:2:3:4:', 'x'.repeat(3000)];
+    tx.write(payloads.map((d) => `TCP:PUSH:${acct.key}:RID:BYTES-RX:${d}\r\n`).join(''));
+    expect(await tx.lines(payloads.length)).toEqual(payloads.map(() => '[OK:DATA_SENT]'));
+    expect(await rx.lines(payloads.length)).toEqual(payloads.map((d) => `PUSH:${d}`));
+  });
+
   it('an ID offline everywhere is REM_ID; one that left node B is REM_ID from node A at once', async () => {
     const acct = await account(a);
     const tx = await dev(a, acct.key, 'TX');

@@ -36,30 +36,41 @@ const LOCK_MS = 10_000;
 const LOCK_WAIT_MS = 15_000;
 /** An instance's liveness key lives this long; it is refreshed three times as often. */
 const INSTANCE_TTL_MS = 6000;
-/** Entries an inbox keeps for a reader that lags (approximately; the oldest go first). */
-const INBOX_MAX = 100_000;
+/** Entries (batches of pushes) an inbox keeps for a reader that lags (approximately; the oldest go first). */
+const INBOX_MAX = 20_000;
 /** An inbox nobody reads (all nodes gone) and the read mark expire after this long. */
 const INBOX_TTL_MS = 3_600_000;
 
 /**
- * ARGV: prefix, this instance, inbox cap, then (account, id, data) per push. Per push, in order: the instance
- * holding the ID (dir:<account>), if it is another one and alive (inst:<instance>), gets the push in its inbox
- * (XADD in:<instance>); returns 1/0 per push. One call for a whole batch; an instance's liveness is read once.
+ * ARGV: prefix, this instance, inbox cap, then per run of consecutive pushes to one device: account, id, count and
+ * the run's payloads packed as `<length>:<bytes>` one after the other (see packRun). Per run, in order: the instance
+ * holding the ID (dir:<account>), if it is another one and alive (inst:<instance>, read once per instance), takes
+ * the run; returns 1/0 per run. Each instance gets all its runs of the batch in one inbox entry (XADD in:<instance>)
+ * whose one field `p` holds them as `<account>:<id>:<count>:<length>:<payloads>` after one another, in order: one
+ * stream entry and one blob to decode per batch, and no work per push in the script.
  */
 const ROUTE_MANY = `
 local p, me, cap = ARGV[1], ARGV[2], ARGV[3]
-local out, alive = {}, {}
-for i = 4, #ARGV, 3 do
+local out, alive, packs = {}, {}, {}
+for i = 4, #ARGV, 4 do
   local inst = redis.call('HGET', p .. 'dir:' .. ARGV[i], ARGV[i + 1])
   local ok = 0
   if inst and inst ~= me then
     if alive[inst] == nil then alive[inst] = redis.call('EXISTS', p .. 'inst:' .. inst) == 1 end
     if alive[inst] then
-      redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', cap, '*', 'a', ARGV[i], 'i', ARGV[i + 1], 'd', ARGV[i + 2])
+      local pk = packs[inst]
+      if pk == nil then
+        pk = {}
+        packs[inst] = pk
+      end
+      pk[#pk + 1] = ARGV[i] .. ':' .. ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. #ARGV[i + 3] .. ':' .. ARGV[i + 3]
       ok = 1
     end
   end
   out[#out + 1] = ok
+end
+for inst, pk in pairs(packs) do
+  redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', cap, '*', 'p', table.concat(pk))
 end
 return out`;
 
@@ -134,7 +145,7 @@ const SCRIPTS = {
   p2pcReap: REAP,
   p2pcUnlock: UNLOCK,
 } as const;
-type ScriptCalls = { [K in keyof typeof SCRIPTS]: (...args: (string | number)[]) => Promise<unknown> };
+type ScriptCalls = { [K in keyof typeof SCRIPTS]: (...args: (string | number | Buffer)[]) => Promise<unknown> };
 
 /**
  * host:port at which the other nodes reach this node's device port: CLUSTER.ADVERTISE (its port defaults to the
@@ -150,18 +161,44 @@ export function advertisedAddress(advertise: string, bound: string, port: number
   return `127.0.0.1:${port}`;
 }
 
-/** An inbox entry's fields (a, i, d) as a delivery. */
-function inboxEntry(fields: string[]): RemoteDelivery {
-  let account = 0;
-  let id = '';
-  let data = '';
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const v = fields[i + 1]!;
-    if (fields[i] === 'a') account = Number(v);
-    else if (fields[i] === 'i') id = v;
-    else if (fields[i] === 'd') data = v;
+/** Appends the pushes of one inbox entry (see ROUTE_MANY: field `p`, runs of packed payloads) to `out`. */
+export function unpackInbox(fields: Buffer[], out: RemoteDelivery[]): void {
+  for (let f = 0; f + 1 < fields.length; f += 2) {
+    if (fields[f]!.length !== 1 || fields[f]![0] !== 0x70) continue; // 'p'
+    const b = fields[f + 1]!;
+    for (let pos = 0; pos < b.length; ) {
+      const c1 = b.indexOf(0x3a, pos);
+      const c2 = c1 < 0 ? -1 : b.indexOf(0x3a, c1 + 1);
+      const c3 = c2 < 0 ? -1 : b.indexOf(0x3a, c2 + 1);
+      const c4 = c3 < 0 ? -1 : b.indexOf(0x3a, c3 + 1);
+      if (c4 < 0) return;
+      const account = Number(b.toString('latin1', pos, c1));
+      const id = b.toString('latin1', c1 + 1, c2);
+      const count = Number(b.toString('latin1', c2 + 1, c3));
+      const end = c4 + 1 + Number(b.toString('latin1', c3 + 1, c4));
+      if (!(end <= b.length)) return;
+      let at = c4 + 1;
+      for (let k = 0; k < count && at < end; k++) {
+        const colon = b.indexOf(0x3a, at);
+        if (colon < 0 || colon >= end) return;
+        const stop = colon + 1 + Number(b.toString('latin1', at, colon));
+        if (!(stop <= end)) return;
+        out.push({ account, id, data: b.toString('latin1', colon + 1, stop) });
+        at = stop;
+      }
+      pos = end;
+    }
   }
-  return { account, id, data };
+}
+
+/** The payloads of a run as the script takes them: `<length>:<data>` each, latin1 (one byte per character). */
+function packRun(pushes: readonly { data: string }[], from: number, to: number): Buffer {
+  let text = '';
+  for (let k = from; k < to; k++) {
+    const d = pushes[k]!.data;
+    text += `${d.length}:${d}`;
+  }
+  return Buffer.from(text, 'latin1');
 }
 
 export class Backplane {
@@ -245,6 +282,8 @@ export class Backplane {
     // the directory, if Redis restarted empty) is lost: the owner of the callback writes and reloads it again.
     sub.on('ready', () => {
       opts.log.warn('cluster: Redis is back; resynchronising');
+      // This node is alive again at once for the others (a restarted Redis lost its liveness key), not at the next beat.
+      bp.beat().catch((err: unknown) => opts.log.warn({ err }, 'cluster: refreshing this node failed'));
       onResync();
     });
     await sub.subscribe(channel);
@@ -276,10 +315,11 @@ export class Backplane {
       let from = taken[k + 1]!;
       let recovered = 0;
       for (;;) {
-        const entries = (await this.pub.xrange(key, `(${from}`, '+', 'COUNT', 1000)) as [string, string[]][];
+        const entries = (await this.pub.xrangeBuffer(key, `(${from}`, '+', 'COUNT', 100)) as [Buffer, Buffer[]][];
         if (entries.length === 0) break;
-        from = entries[entries.length - 1]![0];
-        const batch = entries.map(([, fields]) => inboxEntry(fields));
+        from = entries[entries.length - 1]![0].toString('latin1');
+        const batch: RemoteDelivery[] = [];
+        for (const [, fields] of entries) unpackInbox(fields, batch);
         recovered += batch.length;
         onDeliveries(batch);
       }
@@ -323,10 +363,10 @@ export class Backplane {
     const key = `${this.prefix}in:${this.instance}`;
     let last = '0-0';
     while (!this.closed) {
-      let res: [string, [string, string[]][]][] | null;
+      let res: [Buffer, [Buffer, Buffer[]][]][] | null;
       try {
-        res = (await this.reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', key, last)) as
-          | [string, [string, string[]][]][]
+        res = (await this.reader.xreadBuffer('COUNT', 100, 'BLOCK', 1000, 'STREAMS', key, last)) as
+          | [Buffer, [Buffer, Buffer[]][]][]
           | null;
       } catch (err) {
         if (this.closed) return;
@@ -338,8 +378,8 @@ export class Backplane {
       const batch: RemoteDelivery[] = [];
       for (const [, entries] of res) {
         for (const [entryId, fields] of entries) {
-          last = entryId;
-          batch.push(inboxEntry(fields));
+          last = entryId.toString('latin1');
+          unpackInbox(fields, batch);
         }
       }
       if (batch.length === 0) continue;
@@ -382,10 +422,22 @@ export class Backplane {
   /** Routes pushes in order, in one call: per push, true when a live other node took it. */
   async routeMany(pushes: readonly { account: number; id: string; data: string }[]): Promise<boolean[]> {
     if (pushes.length === 0) return [];
-    const args: (string | number)[] = [this.prefix, this.instance, INBOX_MAX];
-    for (const p of pushes) args.push(p.account, p.id, p.data);
+    const args: (string | number | Buffer)[] = [this.prefix, this.instance, INBOX_MAX];
+    const runs: number[] = [];
+    for (let from = 0; from < pushes.length; ) {
+      const first = pushes[from]!;
+      let to = from + 1;
+      while (to < pushes.length && pushes[to]!.id === first.id && pushes[to]!.account === first.account) to++;
+      args.push(first.account, first.id, to - from, packRun(pushes, from, to));
+      runs.push(to - from);
+      from = to;
+    }
     const r = (await this.scripts.p2pcRoute(...args)) as number[];
-    return r.map((x) => x === 1);
+    const out: boolean[] = [];
+    runs.forEach((n, k) => {
+      for (let j = 0; j < n; j++) out.push(r[k] === 1);
+    });
+    return out;
   }
 
   publish(ev: ClusterEvent): Promise<number> {

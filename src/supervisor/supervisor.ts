@@ -19,6 +19,8 @@ import type { Outbox } from '../services/outbox.ts';
 import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
 
 const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
+/** Pushes one store call (one Redis script in cluster mode) takes at most. */
+const HOLD_BATCH_MAX = 8192;
 
 interface HoldOp {
   req: number;
@@ -82,6 +84,8 @@ export class Supervisor {
   private purgeTimer: NodeJS.Timeout | null = null;
   /** Store work that must keep the shards' op order (see inOrder). */
   private storeQueue: Promise<void> = Promise.resolve();
+  /** The last queued batch of holds, while it has not started: later holds join it (see queueHolds). */
+  private openHolds: HoldOp[] | null = null;
   /** Topology changes of an account, one unit after the other (validation, store, replication). */
   private readonly topologyLocks = new Map<number, Promise<void>>();
   /** Cluster mode: the other nodes, through Redis (null when this server runs alone). */
@@ -178,7 +182,25 @@ export class Supervisor {
    * before a STATUS read), one task after the other; a failure is logged and does not stop the queue.
    */
   private inOrder(what: string, task: () => Promise<void>): void {
+    this.openHolds = null; // holds queued after this task must not run before it
     this.storeQueue = this.storeQueue.then(task).catch((err: unknown) => this.log.error({ err }, what));
+  }
+
+  /**
+   * Queues held or routed pushes (HOLD ops) in order. While earlier store work runs, the batches shards send meanwhile
+   * join one batch (up to HOLD_BATCH_MAX): one Redis call or one transaction for all of them, not one per shard turn.
+   */
+  private queueHolds(batch: HoldOp[]): void {
+    const open = this.openHolds;
+    if (open !== null && open.length + batch.length <= HOLD_BATCH_MAX) {
+      for (const h of batch) open.push(h);
+      return;
+    }
+    this.inOrder('holding messages failed', () => {
+      if (this.openHolds === batch) this.openHolds = null;
+      return this.holdBatch(batch);
+    });
+    this.openHolds = batch;
   }
 
   private spawn(index: number, peers: (MessagePort | undefined)[], psk: [number, string, string, number][]): void {
@@ -334,7 +356,7 @@ export class Supervisor {
           // Holds earlier on this port (the owner's) are stored first, so the backlog includes them.
           if (holds.length > 0) {
             const batch = holds.splice(0);
-            this.inOrder('holding messages failed', () => this.holdBatch(batch));
+            this.queueHolds(batch);
           }
           const accountId = ops[i++] as number;
           const id = ops[i++] as string;
@@ -593,7 +615,7 @@ export class Supervisor {
           i = ops.length;
       }
     }
-    if (holds.length > 0) this.inOrder('holding messages failed', () => this.holdBatch(holds));
+    if (holds.length > 0) this.queueHolds(holds);
     if (seen.length > 0) this.markSeen(seen);
     link.flush();
   }
