@@ -20,11 +20,12 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { TopologyChange } from '../routing/changes.ts';
 
-/** A push routed to this node by another one. */
+/** A push routed to this node by another one: to `id`, or to every one of `ids` (a group push). */
 export interface RemoteDelivery {
   account: number;
   id: string;
   data: string;
+  ids?: string[];
 }
 
 export type ClusterEvent =
@@ -42,32 +43,61 @@ const INBOX_MAX = 20_000;
 const INBOX_TTL_MS = 3_600_000;
 
 /**
- * ARGV: prefix, this instance, inbox cap, then per run of consecutive pushes to one device: account, id, count and
- * the run's payloads packed as `<length>:<bytes>` one after the other (see packRun). Per run, in order: the instance
- * holding the ID (dir:<account>), if it is another one and alive (inst:<instance>, read once per instance), takes
- * the run; returns 1/0 per run. Each instance gets all its runs of the batch in one inbox entry (XADD in:<instance>)
- * whose one field `p` holds them as `<account>:<id>:<count>:<length>:<payloads>` after one another, in order: one
- * stream entry and one blob to decode per batch, and no work per push in the script.
+ * ARGV: prefix, this instance, inbox cap, then records of four fields, in order:
+ * - a run of pushes to one device: account, ID, count, and the payloads packed as `<length>:<bytes>` one after the
+ *   other (see packRun); one result for the run;
+ * - one payload to several devices (a group push): account, `*` + the IDs joined by commas, 1, the payload packed
+ *   the same way; one result per ID.
+ * For each device, the instance holding it (dir:<account>), if it is another one and alive (inst:<instance>, read
+ * once per instance), takes it: result 1, else 0. Each instance gets all it takes of the batch in one inbox entry
+ * (XADD in:<instance>) whose one field `p` holds the records as `<account>:<ID or *IDs>:<count>:<length>:<payloads>`
+ * one after the other, in order: one stream entry and one blob to decode per batch, no work per push in the script.
  */
 const ROUTE_MANY = `
 local p, me, cap = ARGV[1], ARGV[2], ARGV[3]
 local out, alive, packs = {}, {}, {}
+local function take(inst)
+  if not inst or inst == me then return nil end
+  if alive[inst] == nil then alive[inst] = redis.call('EXISTS', p .. 'inst:' .. inst) == 1 end
+  if not alive[inst] then return nil end
+  local pk = packs[inst]
+  if pk == nil then
+    pk = {}
+    packs[inst] = pk
+  end
+  return pk
+end
 for i = 4, #ARGV, 4 do
-  local inst = redis.call('HGET', p .. 'dir:' .. ARGV[i], ARGV[i + 1])
-  local ok = 0
-  if inst and inst ~= me then
-    if alive[inst] == nil then alive[inst] = redis.call('EXISTS', p .. 'inst:' .. inst) == 1 end
-    if alive[inst] then
-      local pk = packs[inst]
-      if pk == nil then
-        pk = {}
-        packs[inst] = pk
+  local acct, who, body = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  if string.byte(who, 1) == 42 then
+    local per = {}
+    for id in string.gmatch(string.sub(who, 2), '[^,]+') do
+      local inst = redis.call('HGET', p .. 'dir:' .. acct, id)
+      local ok = 0
+      if take(inst) then
+        local list = per[inst]
+        if list == nil then
+          list = {}
+          per[inst] = list
+        end
+        list[#list + 1] = id
+        ok = 1
       end
-      pk[#pk + 1] = ARGV[i] .. ':' .. ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. #ARGV[i + 3] .. ':' .. ARGV[i + 3]
-      ok = 1
+      out[#out + 1] = ok
+    end
+    for inst, list in pairs(per) do
+      local pk = packs[inst]
+      pk[#pk + 1] = acct .. ':*' .. table.concat(list, ',') .. ':1:' .. #body .. ':' .. body
+    end
+  else
+    local pk = take(redis.call('HGET', p .. 'dir:' .. acct, who))
+    if pk then
+      pk[#pk + 1] = acct .. ':' .. who .. ':' .. ARGV[i + 2] .. ':' .. #body .. ':' .. body
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
     end
   end
-  out[#out + 1] = ok
 end
 for inst, pk in pairs(packs) do
   redis.call('XADD', p .. 'in:' .. inst, 'MAXLEN', '~', cap, '*', 'p', table.concat(pk))
@@ -174,6 +204,7 @@ export function unpackInbox(fields: Buffer[], out: RemoteDelivery[]): void {
       if (c4 < 0) return;
       const account = Number(b.toString('latin1', pos, c1));
       const id = b.toString('latin1', c1 + 1, c2);
+      const ids = id.charCodeAt(0) === 42 ? id.slice(1).split(',') : undefined; // '*': one payload, several IDs
       const count = Number(b.toString('latin1', c2 + 1, c3));
       const end = c4 + 1 + Number(b.toString('latin1', c3 + 1, c4));
       if (!(end <= b.length)) return;
@@ -183,7 +214,8 @@ export function unpackInbox(fields: Buffer[], out: RemoteDelivery[]): void {
         if (colon < 0 || colon >= end) return;
         const stop = colon + 1 + Number(b.toString('latin1', at, colon));
         if (!(stop <= end)) return;
-        out.push({ account, id, data: b.toString('latin1', colon + 1, stop) });
+        const data = b.toString('latin1', colon + 1, stop);
+        out.push(ids === undefined ? { account, id, data } : { account, id: '', data, ids });
         at = stop;
       }
       pos = end;
@@ -423,20 +455,40 @@ export class Backplane {
   async routeMany(pushes: readonly { account: number; id: string; data: string }[]): Promise<boolean[]> {
     if (pushes.length === 0) return [];
     const args: (string | number | Buffer)[] = [this.prefix, this.instance, INBOX_MAX];
+    // Per record: pushes it stands for, and whether the script answers once (a run) or per push (a group).
     const runs: number[] = [];
     for (let from = 0; from < pushes.length; ) {
       const first = pushes[from]!;
       let to = from + 1;
       while (to < pushes.length && pushes[to]!.id === first.id && pushes[to]!.account === first.account) to++;
+      if (to - from === 1) {
+        // One payload to several devices (the members of a group push share the very string).
+        const ids = [first.id];
+        while (to < pushes.length && pushes[to]!.data === first.data && pushes[to]!.account === first.account) {
+          ids.push(pushes[to]!.id);
+          to++;
+        }
+        if (ids.length > 1) {
+          args.push(first.account, `*${ids.join(',')}`, 1, packRun(pushes, from, from + 1));
+          runs.push(-ids.length);
+          from = to;
+          continue;
+        }
+      }
       args.push(first.account, first.id, to - from, packRun(pushes, from, to));
       runs.push(to - from);
       from = to;
     }
     const r = (await this.scripts.p2pcRoute(...args)) as number[];
     const out: boolean[] = [];
-    runs.forEach((n, k) => {
-      for (let j = 0; j < n; j++) out.push(r[k] === 1);
-    });
+    let at = 0;
+    for (const n of runs) {
+      if (n < 0) for (let j = 0; j < -n; j++) out.push(r[at++] === 1);
+      else {
+        const ok = r[at++] === 1;
+        for (let j = 0; j < n; j++) out.push(ok);
+      }
+    }
     return out;
   }
 

@@ -21,6 +21,8 @@ import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
 const SHARD_ENTRY = new URL('../../workers/shard.ts', import.meta.url);
 /** Pushes one store call (one Redis script in cluster mode) takes at most. */
 const HOLD_BATCH_MAX = 8192;
+/** Group pushes one routing call takes at most. */
+const GROUP_BATCH_MAX = 256;
 
 interface HoldOp {
   req: number;
@@ -30,6 +32,17 @@ interface HoldOp {
   level: number;
   /** The shard whose device pushed it (gets the answer). */
   origin: number;
+}
+
+/** Cluster mode: a group push's members not on the sending node (GROUP_ROUTE), answered with GROUP_RESULT. */
+interface GroupRoute {
+  req: number;
+  accountId: number;
+  data: string;
+  level: number;
+  friends: boolean;
+  ids: string[];
+  link: PortLink;
 }
 
 interface ShardSlot {
@@ -86,6 +99,8 @@ export class Supervisor {
   private storeQueue: Promise<void> = Promise.resolve();
   /** The last queued batch of holds, while it has not started: later holds join it (see queueHolds). */
   private openHolds: HoldOp[] | null = null;
+  /** The same for group pushes routed to other nodes (see queueGroup). */
+  private openGroups: GroupRoute[] | null = null;
   /** Topology changes of an account, one unit after the other (validation, store, replication). */
   private readonly topologyLocks = new Map<number, Promise<void>>();
   /** Cluster mode: the other nodes, through Redis (null when this server runs alone). */
@@ -182,7 +197,9 @@ export class Supervisor {
    * before a STATUS read), one task after the other; a failure is logged and does not stop the queue.
    */
   private inOrder(what: string, task: () => Promise<void>): void {
-    this.openHolds = null; // holds queued after this task must not run before it
+    // Holds and group pushes queued after this task must not run before it.
+    this.openHolds = null;
+    this.openGroups = null;
     this.storeQueue = this.storeQueue.then(task).catch((err: unknown) => this.log.error({ err }, what));
   }
 
@@ -238,6 +255,81 @@ export class Supervisor {
     slot.control = new PortLink(-1, control.port1, Number.MAX_SAFE_INTEGER, (ops) => this.onShardOps(index, ops));
     worker.on('error', (err) => this.log.error({ err, shard: index }, 'shard failed'));
     worker.on('exit', (code) => this.onExit(index, worker, code));
+  }
+
+  /** Queues a group push's members that are not on this node; consecutive ones join one batch (see queueHolds). */
+  private queueGroup(g: GroupRoute): void {
+    const open = this.openGroups;
+    if (open !== null && open.length < GROUP_BATCH_MAX) {
+      open.push(g);
+      return;
+    }
+    const batch = [g];
+    this.inOrder('cluster: routing a group push failed', () => {
+      if (this.openGroups === batch) this.openGroups = null;
+      return this.routeGroups(batch);
+    });
+    this.openGroups = batch;
+  }
+
+  /**
+   * Cluster mode: group pushes' members not on this node go to the nodes that have them (one script for the batch);
+   * the rest are held where the plan holds; each group's reply then counts what other nodes took.
+   */
+  private async routeGroups(batch: GroupRoute[]): Promise<void> {
+    const cluster = this.cluster;
+    const more = batch.map(() => 0);
+    if (cluster !== null) {
+      for (let k = 0; k < batch.length; k++) {
+        const g = batch[k]!;
+        if (!g.friends) continue;
+        // §5 FRIENDS of a device outside the tree: every live ID outside the tree is a friend, on any node.
+        const topo = this.topologies.get(g.accountId);
+        const known = new Set(g.ids);
+        const extra = await cluster.liveElsewhere(g.accountId).catch((err: unknown) => {
+          this.log.warn({ err }, 'cluster: listing the devices on other nodes failed');
+          return [] as string[];
+        });
+        for (const id of extra) {
+          if (known.has(id) || (topo?.has(id) && topo.parentOf(id) !== null)) continue;
+          known.add(id);
+          g.ids.push(id);
+          more[k]!++;
+        }
+      }
+    }
+    // Too many friends on the other nodes: refused whole (the sender's own node delivered its share).
+    const refused = batch.map((g, k) => more[k]! > 0 && g.ids.length > this.config.NODE.MAX_FANOUT);
+    const pushes: { account: number; id: string; data: string }[] = [];
+    batch.forEach((g, k) => {
+      if (!refused[k]) for (const id of g.ids) pushes.push({ account: g.accountId, id, data: g.data });
+    });
+    let results: boolean[] = pushes.map(() => false);
+    if (cluster !== null && pushes.length > 0) {
+      results = await cluster.routeMany(pushes).catch((err: unknown) => {
+        this.log.warn({ err }, 'cluster: routing group pushes failed');
+        return pushes.map(() => false);
+      });
+    }
+    const routed = batch.map(() => 0);
+    const rest: HoldOp[] = [];
+    let at = 0;
+    batch.forEach((g, k) => {
+      if (refused[k]) return;
+      // The rest are offline everywhere: held where the plan holds (counted as not delivered).
+      const holding = planValue(this.config.USER['4HOLDPUSH'], g.level) !== 0;
+      for (const id of g.ids) {
+        if (results[at++]) routed[k]!++;
+        else if (holding) rest.push({ req: 0, accountId: g.accountId, id, data: g.data, level: g.level, origin: 0 });
+      }
+    });
+    if (rest.length > 0) await this.holdBatch(rest);
+    const links = new Set<PortLink>();
+    batch.forEach((g, k) => {
+      g.link.ops.push(OP.GROUP_RESULT, g.req, refused[k] ? -1 : routed[k]!, more[k]!);
+      links.add(g.link);
+    });
+    for (const link of links) link.flush();
   }
 
   /** Held pushes of one owner shard's batch: stored in one transaction, then answered to their origin shards. */
@@ -439,46 +531,7 @@ export class Supervisor {
           const n = ops[i++] as number;
           const ids = ops.slice(i, i + n) as string[];
           i += n;
-          this.inOrder('cluster: routing a group push failed', async () => {
-            const cluster = this.cluster;
-            let routed = 0;
-            let more = 0;
-            const rest: HoldOp[] = [];
-            if (cluster !== null && friends) {
-              // §5 FRIENDS of a device outside the tree: every live ID outside the tree is a friend, on any node.
-              const topo = this.topologies.get(accountId);
-              const known = new Set(ids);
-              const extra = await cluster.liveElsewhere(accountId).catch((err: unknown) => {
-                this.log.warn({ err }, 'cluster: listing the devices on other nodes failed');
-                return [] as string[];
-              });
-              for (const id of extra) {
-                if (known.has(id) || (topo?.has(id) && topo.parentOf(id) !== null)) continue;
-                known.add(id);
-                ids.push(id);
-                more++;
-              }
-            }
-            if (more > 0 && ids.length > this.config.NODE.MAX_FANOUT) {
-              // Too many friends on the other nodes: refused whole (the sender's own node delivered its share).
-              link.ops.push(OP.GROUP_RESULT, req, -1, more);
-              link.flush();
-              return;
-            }
-            if (cluster !== null) {
-              const results = await cluster
-                .routeMany(ids.map((id) => ({ account: accountId, id, data })))
-                .catch(() => ids.map(() => false));
-              ids.forEach((id, k) => {
-                if (results[k]) routed++;
-                else rest.push({ req: 0, accountId, id, data, level, origin: index });
-              });
-            }
-            // The rest are offline everywhere: held where the plan holds (counted as not delivered).
-            if (rest.length > 0 && planValue(this.config.USER['4HOLDPUSH'], level) !== 0) await this.holdBatch(rest);
-            link.ops.push(OP.GROUP_RESULT, req, routed, more);
-            link.flush();
-          });
+          this.queueGroup({ req, accountId, data, level, friends, ids, link });
           break;
         }
         case OP.CLAIM: {
@@ -784,7 +837,8 @@ export class Supervisor {
     for (const d of batch) {
       const link = this.shards[d.account % this.shardCount]?.control;
       if (!link) continue; // the owner shard is restarting: like a push to a device that just left
-      link.ops.push(OP.API_PUSH, 0, d.account, d.data, 1, d.id);
+      if (d.ids !== undefined) link.ops.push(OP.API_PUSH, 0, d.account, d.data, d.ids.length, ...d.ids);
+      else link.ops.push(OP.API_PUSH, 0, d.account, d.data, 1, d.id);
       touched.add(link);
     }
     for (const link of touched) link.flush();
