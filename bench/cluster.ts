@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRedis } from '../test/helpers/redis.ts';
 import { PAYLOAD, pipeline, register } from './load.ts';
-import { link, oneWay, pingPong } from './raw.ts';
+import { link, measure as measureRaw } from './raw.ts';
 import { ADMIN, cpuMicros, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -82,21 +82,16 @@ interface RawRate {
 }
 
 /** A full-duplex RAW pair, A on `from` and B on `to`: ping-pong median µs, then one-way MB/s A -> B. */
-async function rawAcross(from: Server, to: Server): Promise<RawRate> {
-  const { key } = await newAccount(from);
-  const b = await register(to.port, key, 'RB');
-  const a = await register(from.port, key, 'RA');
-  await new Promise((r) => setTimeout(r, 100)); // the directory entries are written asynchronously
-  try {
+function rawAcross(from: Server, to: Server): Promise<RawRate> {
+  return measureRaw(async () => {
+    const { key } = await newAccount(from);
+    const b = await register(to.port, key, 'RB');
+    const a = await register(from.port, key, 'RA');
+    await new Promise((r) => setTimeout(r, 100)); // the directory entries are written asynchronously
     await link(key, a, b, 'RB');
     await link(key, b, a, 'RA');
-    const rtt = await pingPong(a, b);
-    const mbs = await oneWay(a, b);
-    return { mbs, rtt };
-  } finally {
-    a.destroy();
-    b.destroy();
-  }
+    return [a, b];
+  });
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;

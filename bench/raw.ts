@@ -175,7 +175,8 @@ function median(xs: number[]): number {
   return s[Math.floor((s.length - 1) / 2)]!;
 }
 
-async function measure(pair: () => Promise<[Socket, Socket]>): Promise<{ mbs: number; rtt: number }> {
+/** Ping-pong median µs, then one-way MB/s, through a fresh full-duplex pair (closed afterwards). */
+export async function measure(pair: () => Promise<[Socket, Socket]>): Promise<{ mbs: number; rtt: number }> {
   const [a, b] = await pair();
   try {
     const rtt = await pingPong(a, b);

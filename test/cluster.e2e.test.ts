@@ -256,6 +256,17 @@ describe('cluster mode: pushes between nodes', () => {
     await waitFor(async () => JSON.stringify((await api(a, 'GET', `${acct.path}/routers`)).body).includes('GHOST'));
     expect(await p.request(`TCP:PUSH:${acct.key}:RO:MESH:mesh-wide`)).toBe('[OK:1/2]');
     expect(await c2.line()).toBe('PUSH:mesh-wide');
+
+    // ALLCHILDS reaches a grandchild on node B; an alias pointed at devices on both nodes reaches both.
+    expect((await api(b, 'POST', `${acct.path}/tree/nodes`, { id: 'G1', parent: 'C1' })).status).toBe(201);
+    const g1 = await dev(b, acct.key, 'G1');
+    await waitFor(async () => (await tree(a, acct.path)).nodes.some((n) => n.id === 'G1'));
+    expect(await p.request(`TCP:PUSH:${acct.key}:ALLCHILDS:to every descendant`)).toBe('[OK:ALL_3]');
+    for (const c of [c1, c2, g1]) expect(await c.line()).toBe('PUSH:to every descendant');
+    expect((await api(b, 'PUT', `${acct.path}/aliases/LAMPS`, { targets: ['C1', 'G1', 'C2'] })).status).toBe(200);
+    await waitFor(async () => JSON.stringify((await api(a, 'GET', `${acct.path}/aliases`)).body).includes('LAMPS'));
+    expect(await p.request(`TCP:PUSH:${acct.key}:ALIAS:LAMPS:lamps on`)).toBe('[OK:ALL_3]');
+    for (const c of [c1, c2, g1]) expect(await c.line()).toBe('PUSH:lamps on');
   });
 
   it('FRIENDS outside the tree reach every live untreed device and root on both nodes, counted exactly; tree members are not friends', async () => {
