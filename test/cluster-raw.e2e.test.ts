@@ -80,6 +80,14 @@ async function known(key: string, id: string, via: Peer): Promise<void> {
   throw new Error(`${id} never showed online elsewhere`);
 }
 
+/** A counter of the node's /metrics. */
+async function metric(s: TestServer, series: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  if (line === undefined) throw new Error(`no series ${series}`);
+  return Number(line.slice(series.length + 1));
+}
+
 async function link(w: Peer, r: Peer, key: string): Promise<void> {
   expect(await w.request(`TCP:PUSH:${key}:RAW:${r.id}`)).toBe('[OK:LINK_SYNC]');
   expect(await r.line()).toBe('PUSHRAW:');
@@ -92,6 +100,8 @@ describe('RAW across nodes', () => {
     const rb = await dev(b, key, 'RB');
     await known(key, 'RB', wa);
     await known(key, 'WA', rb);
+    const opened0 = await metric(a, 'p2pc_raw_node_streams_opened_total');
+    const taken0 = await metric(b, 'p2pc_raw_node_streams_accepted_total');
     // The bytes right after the command, in the same segment, are already stream data.
     const head = Buffer.from(`TCP:PUSH:${key}:RAW:RB\r\nfirst bytes\r\nTCP:GID:${key}\r\n`, 'latin1');
     wa.write(head);
@@ -103,6 +113,8 @@ describe('RAW across nodes', () => {
     const payload = Buffer.concat([nastyBytes(key, 'WA'), nastyBytes(key, 'RB'), Buffer.from('\ntail')]);
     for (let i = 0; i < payload.length; i += 41) wa.write(payload.subarray(i, i + 41));
     expect((await rb.take(payload.length)).equals(payload)).toBe(true);
+    expect(await metric(a, 'p2pc_raw_node_streams_opened_total')).toBe(opened0 + 1);
+    expect(await metric(b, 'p2pc_raw_node_streams_accepted_total')).toBe(taken0 + 1);
     // B links back: both directions at once, 8 MiB each, hashed.
     await link(rb, wa, key);
     const n = 8 * MiB;

@@ -66,6 +66,16 @@ export class Metrics {
     counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
     counter('p2pc_liveness_closed_total', 'registered connections closed for missing liveness', 'liveness_closed');
     counter('p2pc_held_pushes_total', 'pushes held for offline devices', 'held_pushes');
+    counter(
+      'p2pc_raw_node_streams_opened_total',
+      'RAW links this node opened to a device on another node',
+      'raw_node_out',
+    );
+    counter(
+      'p2pc_raw_node_streams_accepted_total',
+      'signed RAW stream headers from another node taken (a link asked for a device here)',
+      'raw_node_in',
+    );
     const byLabel = (name: string, help: string, label: string, prefix: string): void => {
       new Counter({
         name,

@@ -26,6 +26,9 @@ export class ShardMetrics {
   /** Registered connections closed for missing liveness (silent two ticks). */
   livenessClosed = 0;
   heldPushes = 0;
+  /** Cluster mode: RAW links opened to a device on another node, and accepted from another node. */
+  rawNodeOut = 0;
+  rawNodeIn = 0;
   private readonly lag = monitorEventLoopDelay({ resolution: 20 });
 
   constructor() {
@@ -59,6 +62,10 @@ export class ShardMetrics {
       this.livenessClosed,
       'held_pushes',
       this.heldPushes,
+      'raw_node_out',
+      this.rawNodeOut,
+      'raw_node_in',
+      this.rawNodeIn,
       'event_loop_lag_p99',
       this.lag.percentile(99) / 1e9,
     ];

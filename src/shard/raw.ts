@@ -274,6 +274,7 @@ export function rawLocated(
       return;
     }
     if (reply === LINK_SYNC_LINE) {
+      shard.metrics.rawNodeOut++;
       raw.out = NODE_OUT;
       raw.broken = false;
       shard.send(conn, LINK_SYNC);
@@ -329,6 +330,7 @@ export function rawFromNode(shard: ShardActor, conn: Connection, line: string): 
     return;
   }
   conn.account = acct;
+  shard.metrics.rawNodeIn++;
   conn.socket.setKeepAlive(true, NODE_KEEPALIVE_MS);
   // A handle of its own (no ID): the reader's shard addresses acknowledgements and closes to it like to a device.
   conn.handle = beginRegistration(shard.table, conn.slot, shard.index);
