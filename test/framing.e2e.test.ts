@@ -45,7 +45,10 @@ async function dev(s: TestServer, key: string, id: string): Promise<TestClient> 
   return c;
 }
 
-/** Opens connections to `s` until one lands on `shard` (misplaced ones stay open, unregistered). */
+/**
+ * Opens connections to `s` until one lands on `shard`. Misplaced ones are closed at once: left open without a
+ * command, the server would close them after NODE.WAIT_FOR_CMD, in the middle of a later count.
+ */
 async function openOn(s: TestServer, shard: number): Promise<TestClient> {
   for (let attempt = 0; attempt < 200; attempt++) {
     const mine = (): number => opened.filter((c) => !c.closed && c.socket.remotePort === s.port).length;
@@ -55,6 +58,7 @@ async function openOn(s: TestServer, shard: number): Promise<TestClient> {
     const c = await open(s);
     await waitFor(() => openTotal(s) === total + 1, 'the server to count the new connection');
     if (openPerShard(s).findIndex((v, i) => v !== before[i]) === shard) return c;
+    c.close();
   }
   throw new Error(`no connection landed on shard ${shard}`);
 }

@@ -45,6 +45,12 @@ interface GroupRoute {
   link: PortLink;
 }
 
+/** A batch of HOLD ops being gathered, and its routing call once made (cluster mode). */
+interface OpenHolds {
+  ops: HoldOp[];
+  routed: Promise<(boolean | 'error')[]> | null;
+}
+
 interface ShardSlot {
   worker: Worker | null;
   control: PortLink | null;
@@ -97,8 +103,8 @@ export class Supervisor {
   private purgeTimer: NodeJS.Timeout | null = null;
   /** Store work that must keep the shards' op order (see inOrder). */
   private storeQueue: Promise<void> = Promise.resolve();
-  /** The last queued batch of holds, while it has not started: later holds join it (see queueHolds). */
-  private openHolds: HoldOp[] | null = null;
+  /** The batch of holds this event-loop turn, while later holds may join it (see queueHolds). */
+  private openHolds: OpenHolds | null = null;
   /** The same for group pushes routed to other nodes (see queueGroup). */
   private openGroups: GroupRoute[] | null = null;
   /** Topology changes of an account, one unit after the other (validation, store, replication). */
@@ -204,20 +210,38 @@ export class Supervisor {
   }
 
   /**
-   * Queues held or routed pushes (HOLD ops) in order. While earlier store work runs, the batches shards send meanwhile
-   * join one batch (up to HOLD_BATCH_MAX): one Redis call or one transaction for all of them, not one per shard turn.
+   * Queues held or routed pushes (HOLD ops) in order. The batches shards send within one event-loop turn join one
+   * batch (up to HOLD_BATCH_MAX). In cluster mode its routing call goes to Redis at the end of that turn, without
+   * waiting for earlier store work (Redis runs the calls of one connection in the order they were sent, so pushes keep
+   * their order and several batches are in flight at once); storing what is held and answering stay in order.
    */
   private queueHolds(batch: HoldOp[]): void {
     const open = this.openHolds;
-    if (open !== null && open.length + batch.length <= HOLD_BATCH_MAX) {
-      for (const h of batch) open.push(h);
+    if (open !== null && open.ops.length + batch.length <= HOLD_BATCH_MAX) {
+      for (const h of batch) open.ops.push(h);
       return;
     }
-    this.inOrder('holding messages failed', () => {
-      if (this.openHolds === batch) this.openHolds = null;
-      return this.holdBatch(batch);
-    });
-    this.openHolds = batch;
+    const entry: OpenHolds = { ops: batch, routed: null };
+    const route = (): Promise<(boolean | 'error')[]> => {
+      if (this.openHolds === entry) this.openHolds = null;
+      entry.routed ??= this.routeHolds(entry.ops);
+      return entry.routed;
+    };
+    this.inOrder('holding messages failed', async () => this.holdBatch(entry.ops, await route()));
+    this.openHolds = entry;
+    if (this.cluster !== null) setImmediate(route);
+  }
+
+  /** Cluster mode: per push, true when a live other node took it ('error' when Redis could not be asked). */
+  private async routeHolds(batch: HoldOp[]): Promise<(boolean | 'error')[]> {
+    const cluster = this.cluster;
+    if (cluster === null) return batch.map(() => false);
+    try {
+      return await cluster.routeMany(batch.map((h) => ({ account: h.accountId, id: h.id, data: h.data })));
+    } catch (err) {
+      this.log.warn({ err }, 'cluster: routing pushes failed');
+      return batch.map(() => 'error');
+    }
   }
 
   private spawn(index: number, peers: (MessagePort | undefined)[], psk: [number, string, string, number][]): void {
@@ -333,7 +357,7 @@ export class Supervisor {
   }
 
   /** Held pushes of one owner shard's batch: stored in one transaction, then answered to their origin shards. */
-  private async holdBatch(batch: HoldOp[]): Promise<void> {
+  private async holdBatch(batch: HoldOp[], routing?: (boolean | 'error')[]): Promise<void> {
     const now = Date.now();
     const ttl = this.config.NODE.HOLD_TTL * 1000;
     const keep: HoldRequest[] = [];
@@ -341,23 +365,21 @@ export class Supervisor {
     // Cluster mode: a push for an ID this node does not have goes to the node that has it (routed in order);
     // only what no live node holds is held here (when the plan holds) or refused.
     // Redis away: the push is refused with [FAIL:UNAVAILABLE] (never silently dropped, never held on a guess).
-    const cluster = this.cluster;
-    let routed: (boolean | 'error')[] = batch.map(() => false);
-    if (cluster !== null) {
-      try {
-        routed = await cluster.routeMany(batch.map((h) => ({ account: h.accountId, id: h.id, data: h.data })));
-      } catch (err) {
-        this.log.warn({ err }, 'cluster: routing pushes failed');
-        routed = batch.map(() => 'error');
-      }
-    }
-    const known = await Promise.all(
-      batch.map((h, k) =>
-        routed[k] !== false || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0
-          ? false
-          : this.isKnownDevice(h.accountId, h.id).catch(() => false),
-      ),
-    );
+    const routed = routing ?? (await this.routeHolds(batch));
+    const known: boolean[] = new Array(batch.length).fill(false);
+    const asks: Promise<void>[] = [];
+    batch.forEach((h, k) => {
+      if (routed[k] !== false || planValue(this.config.USER['4HOLDPUSH'], h.level) === 0) return;
+      asks.push(
+        this.isKnownDevice(h.accountId, h.id).then(
+          (yes) => {
+            known[k] = yes;
+          },
+          () => undefined,
+        ),
+      );
+    });
+    if (asks.length > 0) await Promise.all(asks);
     batch.forEach((h, k) => {
       if (routed[k] !== false) {
         if (h.req !== 0) answers.push([h, routed[k] === true ? 'DATA_SENT' : 'UNAVAILABLE']);
