@@ -4,14 +4,15 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CliError, REMOTE_USAGE, runRemote } from './cli-remote.ts';
-import { ConfigError, renderDefaultConf } from './config/load.ts';
+import { ConfigError, renderConfigDoc, renderDefaultConf } from './config/load.ts';
 import { openStore, type RunningServer, resolveConfig, startServer } from './main.ts';
 import { StoreError } from './store/store.ts';
 
 const USAGE = `usage:
   p2pcluster start [--config <Server.conf>]
   p2pcluster account add <email> [--password <pw>] [--level <1..4>] [--config <Server.conf>]
-  p2pcluster config [--out <file>]      print (or write) a Server.conf with every key and its default
+  p2pcluster config [--out <file>] [--markdown]   print (or write) a Server.conf with every key and its default
+                                                   (--markdown: the reference table of docs/configuration.md)
 ${REMOTE_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
       password: { type: 'string' },
       level: { type: 'string' },
       out: { type: 'string' },
+      markdown: { type: 'boolean' },
       url: { type: 'string' },
       token: { type: 'string' },
       key: { type: 'string' },
@@ -91,7 +93,7 @@ async function main(argv: string[]): Promise<number> {
     case 'devices':
       return remote(opts, values, command, positionals.slice(1));
     case 'config': {
-      const text = renderDefaultConf();
+      const text = values.markdown ? renderConfigDoc() : renderDefaultConf();
       if (values.out) writeFileSync(values.out, text);
       else process.stdout.write(text);
       return 0;

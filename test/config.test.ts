@@ -12,6 +12,7 @@ import {
   convertValue,
   loadConfig,
   parseConfText,
+  renderConfigDoc,
   renderDefaultConf,
 } from '../src/config/load.ts';
 import {
@@ -501,6 +502,14 @@ describe('the schema and the committed config/Server.conf', () => {
     expect(SCHEMA.NODE.MAX_FANOUT.def).toBe(100000);
     expect(SCHEMA.USER.DEFAULT_LEVEL.def).toBe(4);
     expect(SCHEMA.USER.SIGNUP_LEVEL.def).toBe(1);
+  });
+
+  it('docs/configuration.md is exactly renderConfigDoc(): every key, in its block, with its default and doc', () => {
+    const doc = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8');
+    expect(doc).toBe(renderConfigDoc());
+    for (const block of Object.keys(SCHEMA) as (keyof typeof SCHEMA)[]) {
+      for (const key of Object.keys(SCHEMA[block])) expect(doc).toContain(`| \`${block}.${key}\` |`);
+    }
   });
 
   it('config/Server.conf is exactly renderDefaultConf()', () => {

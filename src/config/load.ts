@@ -209,3 +209,24 @@ export function renderDefaultConf(): string {
   }
   return `${out.join('\n')}\n`;
 }
+
+/** docs/configuration.md: every key, its default and what it does, as a Markdown table per block. */
+export function renderConfigDoc(): string {
+  const out: string[] = [
+    '# Configuration reference',
+    '',
+    'Every key of `config/Server.conf` with its default (generated from `src/config/schema.ts` by',
+    '`npx p2pcluster config --markdown`; a test keeps this file equal to it). An empty value means the default;',
+    '`P2PC_<BLOCK>_<KEY>` environment variables override single keys (`P2PC_PSERVER_SERVERPORT=9000`). Plan-level keys',
+    '(`USER.*` lists) give one value per plan level 1..4.',
+  ];
+  const cell = (text: string): string => text.replace(/\|/g, '\\|');
+  for (const block of Object.keys(SCHEMA) as BlockName[]) {
+    out.push('', `## ${block}`, '', '| key | default | meaning |', '|---|---|---|');
+    for (const [key, def] of Object.entries(SCHEMA[block] as Record<string, KeyDef>)) {
+      const v = Array.isArray(def.def) ? def.def.join(',') : String(def.def);
+      out.push(`| \`${block}.${key}\` | ${v === '' ? '(empty)' : `\`${v}\``} | ${cell(def.doc)} |`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
