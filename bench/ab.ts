@@ -1,17 +1,22 @@
 // One measurement for interleaved A/B comparisons of two source trees: a fresh server, then one workload.
-// `node bench/ab.ts p2p|across|fanout|idle [workers] [count]` prints one JSON line: rate, broker CPU (user + system,
-// all threads) per delivery in µs and its user and system parts; for `idle`, RSS bytes per idle registered connection.
+// `node bench/ab.ts p2p|across|fanout|idle|rtt [workers] [count]` prints one JSON line: rate, broker CPU (user + system,
+// all threads) per delivery in µs and its user and system parts; for `idle`, RSS bytes per idle registered connection;
+// for `rtt`, round-trip p50/p99/p99.9 in µs over `count` round trips (bench/load.ts pingPong, 500 warm-up rounds) after
+// what `bench:peers` does first on the same server (10,000 idle registrations, then 5,000 connections; AB_PRELUDE=0
+// skips it), with the shards the two devices landed on.
 // Run the same script from each tree in turn (before, after, before, after) and compare within one session.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { PAYLOAD, pipeline, register } from './load.ts';
+import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { rssBytes, type Server, startServer, stopServer } from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? (kind === 'across' ? 2 : 1));
-const count = Number(process.argv[4] ?? (kind === 'idle' ? 10_000 : kind === 'fanout' ? 20_000 : 3_000_000));
+const count = Number(
+  process.argv[4] ?? (kind === 'idle' ? 10_000 : kind === 'fanout' ? 20_000 : kind === 'rtt' ? 10_000 : 3_000_000),
+);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let seq = 0;
 
@@ -22,6 +27,26 @@ function cpu(pid: number): [number, number] {
   return [(Number(f[11]) * 1e6) / 100, (Number(f[12]) * 1e6) / 100];
 }
 
+/** The shard a registered ID landed on. */
+async function shardOf(s: Server, id: string): Promise<number> {
+  const r = (await (
+    await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
+      headers: { authorization: `Bearer ${s.key}` },
+    })
+  ).json()) as { devices: { id: string; shard: number }[] };
+  return r.devices.find((d) => d.id === id)?.shard ?? -1;
+}
+
+/** Opens and registers `n` connections, `parallel` at a time, then closes them all. */
+async function churn(s: Server, n: number, parallel: number): Promise<void> {
+  const socks: Socket[] = [];
+  for (let i = 0; i < n; i += parallel) {
+    const k = Math.min(parallel, n - i);
+    socks.push(...(await Promise.all(Array.from({ length: k }, () => register(s.port, s.key, `C${++seq}`)))));
+  }
+  for (const x of socks) x.destroy();
+}
+
 async function onShard(s: Server, prefix: string, shard: number): Promise<[Socket, string]> {
   if (workers === 1) {
     const id = `${prefix}${++seq}`;
@@ -30,12 +55,7 @@ async function onShard(s: Server, prefix: string, shard: number): Promise<[Socke
   for (let attempt = 0; attempt < 64; attempt++) {
     const id = `${prefix}${++seq}`;
     const sock = await register(s.port, s.key, id);
-    const r = (await (
-      await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
-        headers: { authorization: `Bearer ${s.key}` },
-      })
-    ).json()) as { devices: { id: string; shard: number }[] };
-    if (r.devices.find((d) => d.id === id)?.shard === shard) return [sock, id];
+    if ((await shardOf(s, id)) === shard) return [sock, id];
     sock.destroy();
   }
   throw new Error(`no connection landed on shard ${shard}`);
@@ -56,6 +76,38 @@ try {
     const after = rssBytes(pid);
     process.stdout.write(`${JSON.stringify({ kind, workers, perConn: Math.round((after - before) / count) })}\n`);
     for (const x of socks) x.destroy();
+  } else if (kind === 'rtt') {
+    if (process.env.AB_PRELUDE !== '0') {
+      await sleep(1000);
+      await churn(s, 10_000, 100);
+      await sleep(800);
+      await churn(s, 5_000, 100);
+      await sleep(800);
+    }
+    // AB_RTT_SHARDS=0,1 puts the two devices on those shards; by default they land where the kernel puts them.
+    const want = process.env.AB_RTT_SHARDS?.split(',').map(Number);
+    const [a, ida] = want ? await onShard(s, 'A', want[0]!) : [await register(s.port, s.key, 'A0'), 'A0'];
+    const [b, idb] = want ? await onShard(s, 'B', want[1]!) : [await register(s.port, s.key, 'B0'), 'B0'];
+    const shards = workers === 1 ? [0, 0] : [await shardOf(s, ida), await shardOf(s, idb)];
+    await pingPong(a, b, s.key, ida, idb, 500);
+    const [u0, s0] = cpu(pid);
+    const t = await pingPong(a, b, s.key, ida, idb, count);
+    const [u1, s1] = cpu(pid);
+    const sorted = [...t].sort((x, y) => x - y);
+    const slow = t.filter((x) => x > 1000).length;
+    process.stdout.write(
+      `${JSON.stringify({
+        kind,
+        workers,
+        shards,
+        p50: Math.round(percentile(sorted, 50)),
+        p99: Math.round(percentile(sorted, 99)),
+        p999: Math.round(percentile(sorted, 99.9)),
+        over1ms: slow,
+        cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
+      })}\n`,
+    );
+    if (process.env.AB_TRACE) writeFileSync(process.env.AB_TRACE, t.map((x) => x.toFixed(0)).join('\n'));
   } else {
     let sender: Socket;
     let receivers: Socket[];
@@ -71,7 +123,7 @@ try {
       sender = await register(s.port, key, 'FS');
       line = `TCP:PUSH:${key}:FRIENDS:${PAYLOAD}\r\n`;
       per = 100;
-      window = 256;
+      window = 512; // as bench:peers (writes of 128 lines)
     } else {
       const [r, rid] = await onShard(s, 'R', kind === 'across' ? 1 : 0);
       [sender] = await onShard(s, 'S', 0);
@@ -81,8 +133,10 @@ try {
     // Warm-up (JIT), then the measured run.
     await pipeline(sender, receivers, line, Math.min(100_000, count), per, window);
     const [u0, s0] = cpu(pid);
+    const l0 = process.cpuUsage();
     const r = await pipeline(sender, receivers, line, count, per, window);
     const [u1, s1] = cpu(pid);
+    const l1 = process.cpuUsage(l0);
     const d = r.deliveries;
     process.stdout.write(
       `${JSON.stringify({
@@ -92,6 +146,7 @@ try {
         cpu: +((u1 - u0 + s1 - s0) / d).toFixed(3),
         user: +((u1 - u0) / d).toFixed(3),
         sys: +((s1 - s0) / d).toFixed(3),
+        loader: +((l1.user + l1.system) / d).toFixed(3),
       })}\n`,
     );
   }

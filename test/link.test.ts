@@ -34,6 +34,23 @@ describe('PortLink', () => {
     expect([ops[0], ops[1], ops[2], ops[4], ops[5]]).toEqual([OP.DELIVER_BYTES, 7, 2, OP.KICK, 1]);
   });
 
+  it('carries one run of bytes to several handles (DELIVER_BYTES_MANY) unchanged', () => {
+    const lines = Buffer.from('PUSH:x\r\nPUSH:\u00ff:y\r\n', 'latin1');
+    const ops = decodeBatch(encodeBatch([OP.DELIVER_BYTES_MANY, 2, lines, 3, 11, 22, 33, OP.KICK, 1]));
+    expect(ops.length).toBe(9);
+    expect(Buffer.from(ops[2] as Uint8Array).equals(lines)).toBe(true);
+    expect([ops[0], ops[1], ops[3], ops[4], ops[5], ops[6], ops[7], ops[8]]).toEqual([
+      OP.DELIVER_BYTES_MANY,
+      2,
+      3,
+      11,
+      22,
+      33,
+      OP.KICK,
+      1,
+    ]);
+  });
+
   it('between shards, credit waits for the next batch until a sixteenth of the limit is owed', async () => {
     const ch = new MessageChannel();
     const credited: number[] = [];

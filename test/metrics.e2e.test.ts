@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { device } from './helpers/client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { openTotal, waitFor } from './helpers/shards.ts';
 
 let srv: TestServer;
 beforeAll(async () => {
@@ -62,21 +63,38 @@ describe('operations endpoints (issue 10)', () => {
 
   it('delivery counters are exact after a known workload: 1,000 pipelined RID pushes across shards and a FRIENDS push', async () => {
     const key = srv.newKey();
-    const devs = await Promise.all(Array.from({ length: 6 }, (_, i) => device(srv.port, key, `EX${i}`)));
-    // Find a pair on different shards (the kernel spreads connections; 6 devices leave a pair with near certainty).
-    const list = (await (
-      await fetch(`http://127.0.0.1:${srv.httpPort}/api/v1/accounts/me/devices`, {
-        headers: { authorization: `Bearer ${key}` },
-      })
-    ).json()) as { devices: { id: string; shard: number }[] };
-    const shardOf = new Map(list.devices.map((d) => [d.id, d.shard]));
-    const from = devs.findIndex((_, i) => shardOf.get(`EX${i}`) === 0);
-    const to = devs.findIndex((_, i) => shardOf.get(`EX${i}`) === 1);
+    // Six devices with at least one on each shard (the kernel spreads connections: one that would leave a shard
+    // empty is replaced by another under a fresh ID until both have one).
+    const devs: Awaited<ReturnType<typeof device>>[] = [];
+    const ids: string[] = [];
+    const shards: number[] = [];
+    for (let n = 0; devs.length < 6; n++) {
+      if (n > 60) throw new Error('no connection landed on one of the shards');
+      const id = `EX${n}`;
+      const d = await device(srv.port, key, id);
+      const list = (await (
+        await fetch(`http://127.0.0.1:${srv.httpPort}/api/v1/accounts/me/devices`, {
+          headers: { authorization: `Bearer ${key}` },
+        })
+      ).json()) as { devices: { id: string; shard: number }[] };
+      const shard = list.devices.find((x) => x.id === id)!.shard;
+      if (devs.length === 5 && shards.every((x) => x === shard)) {
+        d.close();
+        continue;
+      }
+      devs.push(d);
+      ids.push(id);
+      shards.push(shard);
+    }
+    // Wait until a replaced device's close is seen: FRIENDS below counts live devices.
+    await waitFor(() => openTotal(srv) === devs.length, 'the server to see the replaced devices closed');
+    const from = shards.indexOf(0);
+    const to = shards.indexOf(1);
     expect(from, 'a device on shard 0').toBeGreaterThanOrEqual(0);
     expect(to, 'a device on shard 1').toBeGreaterThanOrEqual(0);
     const before = await scrape();
     let batch = '';
-    for (let i = 0; i < 1000; i++) batch += `TCP:PUSH:${key}:RID:EX${to}:n${i}\r\n`;
+    for (let i = 0; i < 1000; i++) batch += `TCP:PUSH:${key}:RID:${ids[to]}:n${i}\r\n`;
     devs[from]!.write(batch);
     await devs[to]!.until((b) => b.split('\r\n').length > 1000, 10000, '1,000 pushes');
     await devs[from]!.until((b) => b.split('\r\n').length > 1000, 10000, '1,000 replies');

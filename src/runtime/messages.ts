@@ -18,6 +18,8 @@ export const OP = {
   DELIVER_N: 16,
   /** Consecutive deliveries to one handle as bytes: [handle, count, the delivered lines, CRLFs included]. */
   DELIVER_BYTES: 120,
+  /** The same delivered lines, as bytes, to several handles: [count per handle, lines, handles, ...handles]. */
+  DELIVER_BYTES_MANY: 121,
   /** Registration request to the account's owner shard. */
   REG: 3,
   /** Owner's answer to REG: '' for success or a FailCode. */
@@ -152,6 +154,7 @@ export type Message =
   | [op: typeof OP.DELIVER_N, handle: number, count: number, data: string]
   | [op: typeof OP.DELIVER_BYTES, handle: number, count: number, lines: Uint8Array]
   | [op: typeof OP.DELIVER_MANY, data: string, count: number, ...handles: number[]]
+  | [op: typeof OP.DELIVER_BYTES_MANY, messages: number, lines: Uint8Array, count: number, ...handles: number[]]
   | [op: typeof OP.REG, req: number, account: number, id: string, handle: number]
   | [op: typeof OP.REG_RESULT, req: number, result: FailCode | '']
   | [op: typeof OP.UNREG, account: number, id: string, handle: number]

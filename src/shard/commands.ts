@@ -80,8 +80,8 @@ export function executeCommand(shard: ShardActor, conn: Connection, s: string, s
       return cmdWill(shard, conn, cmd.name === 'CLEAR' && cmd.target === TARGET.NONE, cmd.target, cmd.name, cmd.data);
     case CMD.PUSH:
       cmdPush(shard, conn, acct, cmd.target, cmd.name, cmd.data);
-      // A delivered RID push: later lines with the same prefix (KEY and ID) may be taken in bulk.
-      if (cmd.target === TARGET.RID) noteRoute(conn, acct, s, start, end - cmd.data.length);
+      // A delivered push: later lines with the same prefix (KEY, target, name) may be taken in bulk.
+      noteRoute(conn, acct, s, start, end - cmd.data.length);
       return;
     case CMD.RETDATA:
       return cmdRetdata(shard, conn, cmd.name);

@@ -5,6 +5,7 @@
 // (FRIENDS of roots). The sender never receives its own group message.
 
 import { planValue } from '../config/schema.ts';
+import type { FailCode } from '../protocol/codes.ts';
 import { canonicalId } from '../protocol/ids.ts';
 import { TARGET, type Target } from '../protocol/parser.ts';
 import { groupReply } from '../protocol/replies.ts';
@@ -54,21 +55,55 @@ export function cmdPush(
   name: string,
   data: string,
 ): void {
-  routedId = null;
+  routedTarget = TARGET.NONE;
+  routedName = '';
   if (target === TARGET.RAW) return rawOpen(shard, conn, acct, canonicalId(name));
   if (!rateAllows(shard, acct)) return shard.fail(conn, 'RATE_LIMIT');
   shard.metrics.pushes[target]!++;
   conn.sent++;
   remember(shard, conn, data);
+  if (target === TARGET.RID) return pushAndReply(shard, conn, acct, canonicalId(name), data, target);
+  routedName = target === TARGET.RO || target === TARGET.ALIAS ? canonicalId(name) : '';
+  const kind = collect(shard, conn, acct, target, name);
+  if (kind === FAILED) return shard.fail(conn, failCode);
+  if (kind === SINGLE) return pushAndReply(shard, conn, acct, singleId, data, target);
+  if (members.length > shard.config.NODE.MAX_FANOUT) {
+    members.length = 0;
+    memberIds.length = 0;
+    friendsElsewhere = false;
+    return shard.fail(conn, 'FANOUT_LIMIT');
+  }
+  const reply = deliverGroup(shard, conn, acct, data, target);
+  if (reply === null) return; // answered once other nodes were reached (cluster mode)
+  shard.send(conn, reply);
+  // Every member delivered or counted without a hold: the following lines with this prefix may be taken in bulk.
+  if (groupHeld === 0) routedTarget = target;
+}
+
+const GROUP = 0;
+const SINGLE = 1;
+const FAILED = 2;
+/** What collect() found besides members: the one ID of a PARENT or single-target ALIAS push, or the failure. */
+let singleId = '';
+let failCode: FailCode = 'UNKNOWN_CMD';
+
+/**
+ * The members of a push to `target` other than RID and RAW (§5), into members/memberIds (GROUP); or SINGLE when it
+ * goes to one device with RID semantics (PARENT, an alias of one ID: singleId); or FAILED (failCode). The general
+ * path and the bulk path (groupRun) both collect through here, so they address the same devices.
+ */
+function collect(shard: ShardActor, conn: Connection, acct: Account, target: Target, name: string): number {
   const me = conn.id!;
   const topo = acct.topology;
   switch (target) {
-    case TARGET.RID:
-      return pushAndReply(shard, conn, acct, canonicalId(name), data, target);
     case TARGET.PARENT: {
       const parent = topo?.parentOf(me) ?? null;
-      if (parent === null) return shard.fail(conn, 'NO_PARENT');
-      return pushAndReply(shard, conn, acct, parent, data, target);
+      if (parent === null) {
+        failCode = 'NO_PARENT';
+        return FAILED;
+      }
+      singleId = parent;
+      return SINGLE;
     }
     case TARGET.FRIENDS:
       if (topo !== null && topo.parentOf(me) !== null) {
@@ -85,37 +120,39 @@ export function cmdPush(
           }
         }
       }
-      break;
+      return GROUP;
     case TARGET.CHILDS:
       if (topo !== null) for (const id of topo.childrenOf(me)) addMember(acct, id);
-      break;
+      return GROUP;
     case TARGET.ALLCHILDS:
       topo?.forEachDescendant(me, (id) => addMember(acct, id));
-      break;
+      return GROUP;
     case TARGET.RO: {
       const router = topo?.routers.get(canonicalId(name));
-      if (router === undefined || !router.has(me)) return shard.fail(conn, 'NO_ROUTER');
+      if (router === undefined || !router.has(me)) {
+        failCode = 'NO_ROUTER';
+        return FAILED;
+      }
       for (const id of router) if (id !== me) addMember(acct, id);
-      break;
+      return GROUP;
     }
     case TARGET.ALIAS: {
       const targets = topo?.aliases.get(canonicalId(name));
-      if (targets === undefined) return shard.fail(conn, 'NO_ALIAS');
-      if (targets.length === 1) return pushAndReply(shard, conn, acct, targets[0]!, data, target);
+      if (targets === undefined) {
+        failCode = 'NO_ALIAS';
+        return FAILED;
+      }
+      if (targets.length === 1) {
+        singleId = targets[0]!;
+        return SINGLE;
+      }
       for (const id of targets) if (id !== me) addMember(acct, id);
-      break;
+      return GROUP;
     }
     default:
-      return shard.fail(conn, 'UNKNOWN_CMD');
+      failCode = 'UNKNOWN_CMD';
+      return FAILED;
   }
-  if (members.length > shard.config.NODE.MAX_FANOUT) {
-    members.length = 0;
-    memberIds.length = 0;
-    friendsElsewhere = false;
-    return shard.fail(conn, 'FANOUT_LIMIT');
-  }
-  const reply = deliverGroup(shard, conn, acct, data, target);
-  if (reply !== null) shard.send(conn, reply); // null: answered once other nodes were reached (cluster mode)
 }
 
 /** RID semantics with §5 Hold: an offline known device's push is held when the plan allows it. */
@@ -130,7 +167,8 @@ function pushAndReply(
   const result = pushOne(shard, conn, acct, id, data);
   if (result === SENT) {
     shard.metrics.delivered[target]!++;
-    if (target === TARGET.RID) routedId = id;
+    routedTarget = target;
+    routedId = id;
   } else if (result === REM_ID && (shard.holdAllowed(acct) || shard.clustered)) return shard.hold(conn, acct, id, data);
   replyOne(shard, conn, result);
 }
@@ -185,6 +223,8 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
 const awayIds: string[] = [];
 /** Cluster mode: the group being delivered also has every live device outside the tree on other nodes (FRIENDS). */
 let friendsElsewhere = false;
+/** Members the last deliverGroup held or routed to other nodes (its push is then not taken for a bulk route). */
+let groupHeld = 0;
 
 function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string | null {
   const scratch = shard.scratch;
@@ -197,11 +237,13 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   const away = shard.clustered ? awayIds : null;
   let line: string | null = null;
   let delivered = 0;
+  let held = 0;
   for (let i = 0; i < total; i++) {
     const handle = members[i]!;
     if (handle === 0) {
       if (away !== null) away.push(memberIds[i]!);
       else if (holding) shard.hold(null, acct, memberIds[i]!, data);
+      held++;
       continue;
     }
     const target = shardOf(handle);
@@ -210,6 +252,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
       if (peer === undefined || !peer.holds(handle) || peer.closed) {
         if (away !== null) away.push(memberIds[i]!);
         else if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        held++;
         continue;
       }
       if (line === null) line = `PUSH:${data}\r\n`;
@@ -219,6 +262,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
       if (!(flags & ALIVE) || shard.links[target] === undefined) {
         if (away !== null) away.push(memberIds[i]!);
         else if (holding) shard.hold(null, acct, memberIds[i]!, data);
+        held++;
         continue;
       }
       if (flags & FULL) continue;
@@ -234,6 +278,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
     list.length = 0;
   }
   members.length = 0;
+  groupHeld = away !== null || holding ? held : 0;
   shard.metrics.delivered[target]! += delivered;
   const friends = friendsElsewhere;
   friendsElsewhere = false;
@@ -247,9 +292,10 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
 // ---------------------------------------------------------------- bulk RID pushes
 
 /**
- * A pipelining sender's delivered RID push: its literal prefix up to the payload (`TCP:PUSH:<KEY>:RID:<ID>:`), the
- * account and KEY it was checked against, and the canonical ID and handle it went to. While all of that holds, the
- * sender's following lines with the same prefix are taken in bulk (pushRun).
+ * A pipelining sender's delivered push: its literal prefix up to the payload (`TCP:PUSH:<KEY>:RID:<ID>:`,
+ * `TCP:PUSH:<KEY>:FRIENDS:`, `TCP:PUSH:<KEY>:RO:<NAME>:` ...), the account and KEY it was checked against, its target
+ * and, for RID, the canonical ID and handle it went to. While all of that holds, the sender's following lines with the
+ * same prefix are taken in bulk (pushRun).
  */
 export interface Route {
   /** Flat copy of the prefix, and a sticky regexp matching it (both compare natively). */
@@ -257,17 +303,23 @@ export interface Route {
   re: RegExp;
   acct: Account;
   key: string;
+  target: Target;
+  /** RID: the canonical ID and its handle. */
   id: string;
   handle: number;
+  /** RO, ALIAS: the canonical router or alias name. */
+  name: string;
 }
 
-/** Set by a RID push that was delivered, read by noteRoute right after it. */
-let routedId: string | null = null;
+/** Set by a push that was delivered (RID, PARENT, ALIAS) or answered without holds (groups), read by noteRoute. */
+let routedTarget: Target = TARGET.NONE;
+let routedId = '';
 let routedHandle = 0;
+let routedName = '';
 
 /**
- * The last delivered RID push that is not its connection's route yet. It becomes the route when the connection's
- * next line has the same prefix, so a device alternating between targets never pays for building one.
+ * The last delivered push that is not its connection's route yet. It becomes the route when the connection's next
+ * line has the same prefix, so a device alternating between targets never pays for building one.
  */
 const candidate = {
   conn: null as Connection | null,
@@ -275,15 +327,17 @@ const candidate = {
   prefix: '',
   acct: null as Account | null,
   key: '',
+  target: TARGET.NONE as Target,
   id: '',
   handle: 0,
+  name: '',
 };
 
-/** After a RID push from the line s[start, end) whose payload starts at dataStart: note its route if delivered. */
+/** After a push from the line s[start, end) whose payload starts at dataStart: note its route if it qualifies. */
 export function noteRoute(conn: Connection, acct: Account, s: string, start: number, dataStart: number): void {
-  const id = routedId;
-  if (id === null) return;
-  routedId = null;
+  const target = routedTarget;
+  if (target === TARGET.NONE) return;
+  routedTarget = TARGET.NONE;
   const key = acct.key;
   if (key === null) return;
   const prefix = s.slice(start, dataStart);
@@ -291,16 +345,20 @@ export function noteRoute(conn: Connection, acct: Account, s: string, start: num
   if (route !== null && route.prefix === prefix) {
     route.acct = acct;
     route.key = key;
-    route.id = id;
+    route.target = target;
+    route.id = routedId;
     route.handle = routedHandle;
+    route.name = routedName;
     return;
   }
   candidate.conn = conn;
   candidate.prefix = prefix;
   candidate.acct = acct;
   candidate.key = key;
-  candidate.id = id;
+  candidate.target = target;
+  candidate.id = routedId;
   candidate.handle = routedHandle;
+  candidate.name = routedName;
 }
 
 /** The route whose prefix starts s at pos: the connection's, or its candidate, which then becomes its route. */
@@ -324,8 +382,10 @@ function routeAt(conn: Connection, s: string, pos: number): Route | null {
     re,
     acct: candidate.acct!,
     key: candidate.key,
+    target: candidate.target,
     id: candidate.id,
     handle: candidate.handle,
+    name: candidate.name,
   };
   candidate.acct = null;
   conn.route = next;
@@ -334,18 +394,16 @@ function routeAt(conn: Connection, s: string, pos: number): Route | null {
 
 /**
  * Takes the complete lines from `pos` that start with the connection's route prefix, end in CRLF and fit
- * NODE.MAX_LINE, as that many RID pushes: one append to the receiver (or one coalesced op to its shard) and one run
- * of `[OK:DATA_SENT]`. Everything a single push checks is checked once first; nothing in between can change it
- * (the receiver's room is counted per line). Returns the position after the lines taken, or `pos` when the route
- * does not apply, and the line takes the general path.
+ * NODE.MAX_LINE, as that many pushes: for RID one append to the receiver (or one coalesced op to its shard) and one
+ * run of `[OK:DATA_SENT]`; for the other targets see groupRun. Everything a single push checks is checked once first;
+ * nothing in between can change it (receivers' room is counted per line). Returns the position after the lines
+ * taken, or `pos` when the route does not apply, and the line takes the general path.
  */
 export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: number): number {
   // Only on the read itself (its bytes are rewritten in place); a line straddling two reads takes the general path.
   if (s !== shard.inputText) return pos;
   const route = routeAt(conn, s, pos);
   if (route === null) return pos;
-  const plen = route.prefix.length;
-  const re = route.re;
   const acct = route.acct;
   if (
     conn.account !== acct ||
@@ -361,6 +419,9 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
   ) {
     return pos;
   }
+  if (route.target !== TARGET.RID) return groupRun(shard, conn, route, s, pos);
+  const plen = route.prefix.length;
+  const re = route.re;
   const handle = route.handle;
   if (acct.devices.get(route.id) !== handle) return pos;
   const target = shardOf(handle);
@@ -375,34 +436,10 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     const flags = liveFlags(shard.status, handle);
     if (!(flags & ALIVE) || (flags & FULL) !== 0 || shard.links[target] === undefined) return pos;
   }
-  const maxLine = shard.maxLine;
-  // The delivered lines (`PUSH:<DATA>` CRLF) are written over the read's own bytes, from the first line on: each
-  // is shorter than the line it comes from, so nothing is overwritten before it has been copied.
+  const count = rewriteRun(shard, s, pos, plen, re, peer !== null ? room : NO_BOUND);
+  const p = runEnd;
+  const w = runOut;
   const buf = shard.input!;
-  let w = pos;
-  let count = 0;
-  let p = pos;
-  do {
-    const lf = s.indexOf('\n', p + plen);
-    if (lf < 0) break;
-    const end = lf - 1;
-    if (s.charCodeAt(end) !== 13 || end - p > maxLine) break;
-    const size = lf + 6 - p - plen;
-    if (peer !== null) {
-      if (room < 0) break; // this line would find the receiver full: the general path answers it
-      room -= size;
-    }
-    buf[w] = 80; // P
-    buf[w + 1] = 85; // U
-    buf[w + 2] = 83; // S
-    buf[w + 3] = 72; // H
-    buf[w + 4] = 58; // :
-    buf.copyWithin(w + 5, p + plen, lf + 1);
-    w += size;
-    count++;
-    p = lf + 1;
-    re.lastIndex = p;
-  } while (re.test(s));
   if (count === 0) return pos;
   const metrics = shard.metrics;
   metrics.pushes[TARGET.RID]! += count;
@@ -415,6 +452,148 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     shard.sendBytes(peer, buf, pos, w);
   } else shard.deliverRemoteBytes(conn, target, handle, count, buf.subarray(pos, w));
   shard.sendDataSentRun(conn, count);
+  return p;
+}
+
+const NO_BOUND = Number.MAX_SAFE_INTEGER;
+/** Set by rewriteRun: the position in s after the last line taken, and in the input after its rewritten output. */
+let runEnd = 0;
+let runOut = 0;
+
+/**
+ * Rewrites the lines from `pos` that start with the route's prefix (`plen` characters, matched by `re`), end in CRLF
+ * and fit NODE.MAX_LINE into the delivered lines (`PUSH:<DATA>` CRLF), over the read's own bytes from `pos` on: each
+ * is shorter than the line it comes from, so nothing is overwritten before it has been copied. `room` is the least
+ * any local receiver can still take (NO_BOUND for none): a line that would find one full ends the run, and the
+ * general path answers it. Returns the lines taken (runEnd and runOut say where they end).
+ */
+function rewriteRun(shard: ShardActor, s: string, pos: number, plen: number, re: RegExp, room: number): number {
+  const maxLine = shard.maxLine;
+  const buf = shard.input!;
+  let w = pos;
+  let count = 0;
+  let p = pos;
+  do {
+    const lf = s.indexOf('\n', p + plen);
+    if (lf < 0) break;
+    const end = lf - 1;
+    if (s.charCodeAt(end) !== 13 || end - p > maxLine || room < 0) break;
+    const size = lf + 6 - p - plen;
+    room -= size;
+    buf[w] = 80; // P
+    buf[w + 1] = 85; // U
+    buf[w + 2] = 83; // S
+    buf[w + 3] = 72; // H
+    buf[w + 4] = 58; // :
+    buf.copyWithin(w + 5, p + plen, lf + 1);
+    w += size;
+    count++;
+    p = lf + 1;
+    re.lastIndex = p;
+  } while (re.test(s));
+  runEnd = p;
+  runOut = w;
+  return count;
+}
+
+/** Local receivers of the group run being taken. */
+const runPeers: Connection[] = [];
+
+/**
+ * pushRun for a route to a group (FRIENDS, CHILDS, ALLCHILDS, RO, ALIAS) or to one device by name (PARENT, an alias
+ * of one ID): the members are collected once for the run, exactly as the general path collects them for each line,
+ * and every line of the run gets the same answer. The run is left to the general path when any member would be held
+ * or routed to another node (plan holding, cluster mode), when nobody is delivered, when a single target is not
+ * delivered, or past NODE.MAX_FANOUT. A local member over NODE.MAX_OUTBUF stays undelivered for the whole run (its
+ * room only shrinks within it); the run ends before the line that would fill one that still has room. Each local
+ * member gets one copy of the rewritten lines, each other shard one DELIVER_BYTES_MANY op.
+ */
+function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, pos: number): number {
+  const acct = route.acct;
+  const target = route.target;
+  const kind = collect(shard, conn, acct, target, route.name);
+  if (kind === FAILED) return pos;
+  if (friendsElsewhere) {
+    // Cluster mode, FRIENDS outside the tree: other nodes' devices are friends too; the general path asks for them.
+    friendsElsewhere = false;
+    members.length = 0;
+    memberIds.length = 0;
+    return pos;
+  }
+  if (kind === SINGLE) addMember(acct, singleId);
+  const total = members.length;
+  const scratch = shard.scratch;
+  const holding = shard.clustered || shard.holdAllowed(acct);
+  const me = shard.index;
+  const maxOut = shard.maxOut;
+  let room = NO_BOUND;
+  let delivered = 0;
+  let ok = total <= shard.config.NODE.MAX_FANOUT;
+  for (let i = 0; ok && i < total; i++) {
+    const handle = members[i]!;
+    if (handle === 0) {
+      ok = !holding;
+      continue;
+    }
+    const at = shardOf(handle);
+    if (at === me) {
+      const peer = shard.conns[slotOf(handle)];
+      if (peer === undefined || !peer.holds(handle) || peer.closed) {
+        ok = !holding;
+        continue;
+      }
+      if (peer === conn) ok = false; // an alias of the sender itself: the general path
+      if (peer.raw !== null && peer.raw.in !== 0) continue; // receiving a RAW stream: not delivered
+      const r = maxOut - peer.outBytes - peer.socket.writableLength;
+      if (r < 0) continue; // full for the whole run: not delivered
+      if (r < room) room = r;
+      runPeers.push(peer);
+    } else {
+      const flags = liveFlags(shard.status, handle);
+      if (!(flags & ALIVE) || shard.links[at] === undefined) {
+        ok = !holding;
+        continue;
+      }
+      if (flags & FULL) continue;
+      scratch[at]!.push(handle);
+    }
+    delivered++;
+  }
+  members.length = 0;
+  memberIds.length = 0;
+  const taken = ok && delivered > 0 && (kind === GROUP || delivered === 1);
+  const count = taken ? rewriteRun(shard, s, pos, route.prefix.length, route.re, room) : 0;
+  if (count === 0) {
+    runPeers.length = 0;
+    for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
+    return pos;
+  }
+  const p = runEnd;
+  const w = runOut;
+  const buf = shard.input!;
+  const metrics = shard.metrics;
+  metrics.pushes[target]! += count;
+  metrics.delivered[target]! += delivered * count;
+  metrics.deliveries += runPeers.length * count;
+  conn.sent += count;
+  rememberRun(shard, conn, s, route.prefix.length, p, count);
+  for (let i = 0; i < runPeers.length; i++) {
+    const peer = runPeers[i]!;
+    peer.received += count;
+    shard.sendBytes(peer, buf, pos, w);
+  }
+  runPeers.length = 0;
+  for (let at = 0; at < scratch.length; at++) {
+    const list = scratch[at]!;
+    if (list.length === 0) continue;
+    shard.deliverRemoteBytesMany(conn, at, list, count, buf.subarray(pos, w));
+    list.length = 0;
+  }
+  if (kind === SINGLE) shard.sendDataSentRun(conn, count);
+  else {
+    const reply = groupReply(delivered, total);
+    shard.send(conn, count === 1 ? reply : reply.repeat(count));
+  }
   return p;
 }
 

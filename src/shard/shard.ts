@@ -141,7 +141,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   input: Buffer | null = null;
   inputText = '';
   /** Output buffers whose socket took everything at once, reused for the next turn's byte output. */
-  private readonly outPool: Buffer[] = [];
+  private readonly outPool = new OutPool();
 
   readonly maxLine: number;
   readonly maxOut: number;
@@ -856,10 +856,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const ok = conn.okRun;
     const need = conn.outLen + conn.out.length + ok * OK_DATA_SENT.length + n;
     if (ob === null || need > ob.length) {
-      const bigger = takeOut(this.outPool, need);
+      const bigger = this.outPool.take(need);
       if (ob !== null) {
         ob.copy(bigger, 0, 0, conn.outLen);
-        giveOut(this.outPool, ob);
+        this.outPool.give(ob);
       } else {
         conn.outLen = conn.out.length === 0 ? 0 : bigger.write(conn.out, 0, 'latin1');
         conn.out = '';
@@ -1121,7 +1121,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.outLen = 0;
       if (socket.destroyed) return;
       // Back to the pool once written (the callback runs when the socket is done with it).
-      socket.write(ob.subarray(0, len), () => giveOut(this.outPool, ob));
+      socket.write(ob.subarray(0, len), () => this.outPool.give(ob));
       return;
     }
     if (conn.out.length === 0) {
@@ -1222,6 +1222,24 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const link = this.links[shard]!;
     link.ops.push(OP.DELIVER_BYTES, handle, count, lines);
     link.lastHandle = 0; // nothing coalesces into this op
+    link.lastData = -1;
+    this.scheduleFlush();
+    if (link.congested) this.pauseForLink(producer, link);
+  }
+
+  /** DELIVER_BYTES for several handles on one other shard: the same `count` lines to each (kept until the flush). */
+  deliverRemoteBytesMany(
+    producer: Connection,
+    shard: number,
+    handles: number[],
+    count: number,
+    lines: Uint8Array,
+  ): void {
+    const link = this.links[shard]!;
+    const ops = link.ops;
+    ops.push(OP.DELIVER_BYTES_MANY, count, lines, handles.length);
+    for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
+    link.lastHandle = 0;
     link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
@@ -1354,6 +1372,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           const handle = ops[i++] as number;
           const count = ops[i++] as number;
           this.acceptRemoteBytes(handle, ops[i++] as Uint8Array, count);
+          break;
+        }
+        case OP.DELIVER_BYTES_MANY: {
+          const count = ops[i++] as number;
+          const lines = ops[i++] as Uint8Array;
+          const n = ops[i++] as number;
+          for (let k = 0; k < n; k++) this.acceptRemoteBytes(ops[i++] as number, lines, count);
           break;
         }
         case OP.DELIVER_MANY: {
@@ -1763,30 +1788,41 @@ function noop(): void {}
 const CONN = Symbol('connection');
 type ConnSocket = Socket & { [CONN]?: Connection };
 
-/** Output buffers: at least this big; the pool keeps at most POOL_BYTES of them (so a burst leaves little behind). */
-const OUT_SIZE = 65536;
+/**
+ * Output buffers: at least OUT_SIZE, powers of two. The pool keeps at most POOL_BYTES of them (so a burst leaves little
+ * behind), enough for a group push's hundred receivers to each take one every turn: a buffer the pool cannot take
+ * back is garbage in external memory, and a stream of those makes V8 run full collections.
+ */
+const OUT_SIZE = 16384;
 const OUT_EARLY = 131072;
-const POOL_BYTES = 2 * 1024 * 1024;
+const POOL_BYTES = 4 * 1024 * 1024;
 
-function takeOut(pool: Buffer[], min: number): Buffer {
-  for (let i = pool.length - 1; i >= 0; i--) {
-    const b = pool[i]!;
-    if (b.length >= min) {
-      pool[i] = pool[pool.length - 1]!;
-      pool.pop();
-      return b;
+class OutPool {
+  private readonly bufs: Buffer[] = [];
+  private bytes = 0;
+
+  take(min: number): Buffer {
+    const pool = this.bufs;
+    for (let i = pool.length - 1; i >= 0; i--) {
+      const b = pool[i]!;
+      if (b.length >= min) {
+        pool[i] = pool[pool.length - 1]!;
+        pool.pop();
+        this.bytes -= b.length;
+        return b;
+      }
     }
+    // Powers of two from OUT_SIZE, so that buffers grown for a big turn fit the next one.
+    let size = OUT_SIZE;
+    while (size < min) size *= 2;
+    return Buffer.allocUnsafeSlow(size);
   }
-  // Powers of two from OUT_SIZE, so that buffers grown for a big turn fit the next one.
-  let size = OUT_SIZE;
-  while (size < min) size *= 2;
-  return Buffer.allocUnsafeSlow(size);
-}
 
-function giveOut(pool: Buffer[], b: Buffer): void {
-  let bytes = b.length;
-  for (const x of pool) bytes += x.length;
-  if (bytes <= POOL_BYTES) pool.push(b);
+  give(b: Buffer): void {
+    if (this.bytes + b.length > POOL_BYTES) return;
+    this.bytes += b.length;
+    this.bufs.push(b);
+  }
 }
 
 /** [OK:DATA_SENT] lines, written as slices (never modified). */
