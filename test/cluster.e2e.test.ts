@@ -249,6 +249,11 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await p.request(`TCP:PUSH:${acct.key}:CHILDS:to all children`)).toBe('[OK:ALL_2]');
     expect(await c1.line()).toBe('PUSH:to all children');
     expect(await c2.line()).toBe('PUSH:to all children');
+    let batch = '';
+    for (let i = 0; i < 50; i++) batch += `TCP:PUSH:${acct.key}:CHILDS:c${i}\r\n`;
+    p.write(batch);
+    expect(await p.lines(50)).toEqual(Array.from({ length: 50 }, () => '[OK:ALL_2]'));
+    for (const c of [c1, c2]) expect(await c.lines(50)).toEqual(Array.from({ length: 50 }, (_, i) => `PUSH:c${i}`));
     expect((await api(a, 'POST', `${acct.path}/routers`, { name: 'MESH' })).status).toBe(201);
     for (const id of ['P', 'C2', 'GHOST']) {
       expect((await api(a, 'PUT', `${acct.path}/routers/MESH/members/${id}`)).status).toBe(204);
@@ -299,6 +304,18 @@ describe('cluster mode: pushes between nodes', () => {
     expect(await kidB.request(`TCP:PUSH:${acct.key}:FRIENDS:siblings`)).toBe('[FAIL:NO_ID]');
     expect(await u1.silence(100)).toBe('');
     expect(await u3.silence(0)).toBe('');
+    // Pipelined (the shard takes runs of one prefix in bulk when it can): every push still reaches the other node.
+    let batch = '';
+    for (let i = 0; i < 50; i++) batch += `TCP:PUSH:${acct.key}:FRIENDS:p${i}\r\n`;
+    u1.write(batch);
+    expect(await u1.lines(50)).toEqual(Array.from({ length: 50 }, () => '[OK:ALL_5]'));
+    const want = Array.from({ length: 50 }, (_, i) => `PUSH:p${i}`);
+    for (const c of [u2, u3, u4, rootA, rootB]) expect(await c.lines(50)).toEqual(want);
+    batch = '';
+    for (let i = 0; i < 50; i++) batch += `TCP:PUSH:${acct.key}:CHILDS:k${i}\r\n`;
+    rootB.write(batch);
+    expect(await rootB.lines(50)).toEqual(Array.from({ length: 50 }, () => '[OK:ALL_1]'));
+    expect(await kidB.lines(50)).toEqual(Array.from({ length: 50 }, (_, i) => `PUSH:k${i}`));
     // One leaves node B: no longer counted.
     u4.close();
     await waitFor(async () => (await u1.request(`TCP:STATUS:${acct.key}:U4`)).startsWith('[OK:OFFLINE'));
