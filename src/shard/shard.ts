@@ -1732,7 +1732,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         }
       }
     }
-    this.control.ops.push(OP.API_PUSH_RESULT, req, delivered, held.length, ...held);
+    // req 0: a push another node routed here; nobody waits for the count.
+    if (req !== 0) this.control.ops.push(OP.API_PUSH_RESULT, req, delivered, held.length, ...held);
     this.scheduleFlush();
   }
 
