@@ -56,6 +56,7 @@ class Rare {
   will: Will | null = null;
   slots: (string | null)[] | null = null;
   slotBase = 0;
+  slotHead = 0;
   backlogToken = -1;
   encrypted = false;
   http = false;
@@ -74,6 +75,7 @@ class Rare {
       this.will === null &&
       this.slots === null &&
       this.slotBase === 0 &&
+      this.slotHead === 0 &&
       this.backlogToken === -1 &&
       !this.encrypted &&
       !this.http &&
@@ -240,6 +242,17 @@ export class Connection implements FramerState {
     if (v !== 0) this.r.slotBase = v;
     else if (this.rare !== null) {
       this.rare.slotBase = v;
+      if (this.rare.idle()) this.rare = null;
+    }
+  }
+  /** Index in `slots` of the first entry not yet written (those before it went out and wait to be dropped). */
+  get slotHead(): number {
+    return this.rare === null ? 0 : this.rare.slotHead;
+  }
+  set slotHead(v: number) {
+    if (v !== 0) this.r.slotHead = v;
+    else if (this.rare !== null) {
+      this.rare.slotHead = v;
       if (this.rare.idle()) this.rare = null;
     }
   }
