@@ -27,12 +27,18 @@ export class TestClient {
     socket.on('error', () => {});
   }
 
-  static open(port: number, host = '127.0.0.1'): Promise<TestClient> {
+  /** Connects to `host:port`, from `localAddress` when given (the per-address limits are tested from 127.0.0.x). */
+  static open(port: number, host = '127.0.0.1', localAddress?: string): Promise<TestClient> {
     return new Promise((resolve, reject) => {
-      const s = connect({ port, host });
+      const s = connect(localAddress === undefined ? { port, host } : { port, host, localAddress });
       s.once('connect', () => resolve(new TestClient(s)));
       s.once('error', reject);
     });
+  }
+
+  /** A client over a socket that is already connected (a TLS session, say). */
+  static over(socket: Socket): TestClient {
+    return new TestClient(socket);
   }
 
   private wake(): void {
