@@ -14,13 +14,14 @@ import { generate } from 'selfsigned';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hstcpMac, hstcpProof, stcpSessionKey } from '../src/protocol/secure.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { openTotal, sleep, waitFor } from './helpers/shards.ts';
+import { sleep } from './helpers/shards.ts';
 
 let srv: TestServer;
 let certDir: string;
 let cert: string;
-const opened: TestClient[] = [];
+const { opened, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
@@ -55,8 +56,7 @@ afterAll(async () => {
   if (certDir) rmSync(certDir, { recursive: true, force: true });
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal(srv) === 0, 'the server to see every connection of the test closed');
+  await closeAll('the server to see every connection of the test closed');
 });
 
 // ------------------------------------------------------------------ helpers
