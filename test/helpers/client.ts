@@ -113,3 +113,20 @@ export async function device(port: number, key: string, id: string): Promise<Tes
   if (reply !== `[OK:${id.toUpperCase()}]`) throw new Error(`registering ${id}: ${reply}`);
   return c;
 }
+
+/** A `[SYNC:dd.MM.yyyy_HH:mm:ss]` liveness line (PROTOCOL.md §2), its six fields as groups. */
+export const SYNC_RE = /^\[SYNC:(\d{2})\.(\d{2})\.(\d{4})_(\d{2}):(\d{2}):(\d{2})\]$/;
+
+/** Reads lines until one that is not a SYNC line (servers with a short COM_CHK interleave them). */
+export async function reply(c: TestClient, ms = 5000): Promise<string> {
+  for (;;) {
+    const l = await c.line(ms);
+    if (!SYNC_RE.test(l)) return l;
+  }
+}
+
+/** Sends a command and returns its reply, skipping SYNC lines. */
+export async function ask(c: TestClient, cmd: string): Promise<string> {
+  c.write(`${cmd}\r\n`);
+  return reply(c);
+}
