@@ -9,121 +9,18 @@
 
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import { connect, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hstcpMac } from '../src/protocol/secure.ts';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
+import { TestClient } from './helpers/client.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { openTotal, sleep, waitFor } from './helpers/shards.ts';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const opened: TestClient[] = [];
 
-/** A raw line client bound to a chosen local address. */
-class Wire {
-  readonly socket: Socket;
-  buffer = '';
-  closed = false;
-  private waiters: (() => void)[] = [];
-
-  constructor(socket: Socket) {
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.on('data', (b: Buffer) => {
-      this.buffer += b.toString('latin1');
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    socket.on('error', () => {});
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  write(text: string): void {
-    this.socket.write(text, 'latin1');
-  }
-
-  async until(pred: (buf: string) => boolean, ms = 5000, what = 'condition'): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!pred(this.buffer)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.buffer)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async line(ms = 5000): Promise<string> {
-    await this.until((b) => b.includes('\n'), ms, 'a line');
-    const i = this.buffer.indexOf('\n');
-    const raw = this.buffer.slice(0, i + 1);
-    this.buffer = this.buffer.slice(i + 1);
-    if (!raw.endsWith('\r\n')) throw new Error(`line not terminated by CRLF: ${JSON.stringify(raw)}`);
-    return raw.slice(0, -2);
-  }
-
-  async lines(n: number, ms = 5000): Promise<string[]> {
-    const out: string[] = [];
-    for (let i = 0; i < n; i++) out.push(await this.line(ms));
-    return out;
-  }
-
-  async request(cmd: string, ms = 5000): Promise<string> {
-    this.write(`${cmd}\r\n`);
-    return this.line(ms);
-  }
-
-  async closedByServer(ms = 5000): Promise<void> {
-    await this.until(() => this.closed, ms, 'the server to close the connection');
-  }
-
-  async silence(ms: number): Promise<string> {
-    await sleep(ms);
-    return this.buffer;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-const opened: Wire[] = [];
-
-function openFrom(port: number, localAddress = '127.0.0.1'): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ port, host: '127.0.0.1', localAddress });
-    s.once('connect', () => {
-      const w = new Wire(s);
-      opened.push(w);
-      resolve(w);
-    });
-    s.once('error', reject);
-  });
-}
-
-function openTotal(srv: TestServer): number {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  let n = 0;
-  for (let i = 0; i < srv.supervisor.shardCount; i++) n += Atomics.load(counters, COUNTER_OPEN + i);
-  return n;
-}
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
+async function openFrom(port: number, localAddress = '127.0.0.1'): Promise<TestClient> {
+  const c = await TestClient.open(port, '127.0.0.1', localAddress);
+  opened.push(c);
+  return c;
 }
 
 async function closeAll(srv: TestServer): Promise<void> {
@@ -277,7 +174,7 @@ describe('PServer.IP_VELOCITY (5 new connections a minute per address)', () => {
   it('admits five connections from an address, then answers [FAIL:RATE_LIMIT] and closes; other addresses are admitted', async () => {
     await inOneWindow(async (addr, other) => {
       const { port, key } = srv;
-      const devs: Wire[] = [];
+      const devs: TestClient[] = [];
       for (let i = 0; i < 5; i++) {
         const d = await openFrom(port, addr);
         expect(await d.request(`TCP:ID:${key}:IPV${i}`)).toBe(`[OK:IPV${i}]`);

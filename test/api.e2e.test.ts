@@ -5,13 +5,14 @@
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 const MAX_BODY = 4096;
 let srv: TestServer;
-const opened: TestClient[] = [];
+const { opened, dev, devOn, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer({ HTTP: { MAX_BODY } });
@@ -21,61 +22,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'every device connection of the test to close');
+  await closeAll('every device connection of the test to close');
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openPerShard(): number[] {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  return Array.from({ length: srv.supervisor.shardCount }, (_, i) => Atomics.load(counters, COUNTER_OPEN + i));
-}
-function openTotal(): number {
-  return openPerShard().reduce((a, b) => a + b, 0);
-}
-
-async function open(): Promise<TestClient> {
-  const c = await TestClient.open(srv.port);
-  opened.push(c);
-  return c;
-}
-
-async function dev(key: string, id: string): Promise<TestClient> {
-  const c = await open();
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
-
-/** Opens connections until one lands on shard `shard`; misplaced ones stay open until the end of the test. */
-async function openOn(shard: number): Promise<TestClient> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    await waitFor(() => openTotal() === opened.filter((c) => !c.closed).length, 'connection counts to settle');
-    const before = openPerShard();
-    const total = before.reduce((a, b) => a + b, 0);
-    const c = await open();
-    await waitFor(() => openTotal() === total + 1, 'the server to count the new connection');
-    const landed = openPerShard().findIndex((v, i) => v !== before[i]);
-    if (landed === shard) return c;
-  }
-  throw new Error(`no connection landed on shard ${shard}`);
-}
-
-async function devOn(shard: number, key: string, id: string): Promise<TestClient> {
-  const c = await openOn(shard);
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
 
 interface Res {
   status: number;
@@ -291,7 +241,7 @@ describe('accounts', () => {
       ],
     });
     z.close();
-    await waitFor(() => openTotal() === opened.filter((c) => !c.closed).length, 'the close to be seen');
+    await waitFor(() => openTotal(srv) === opened.filter((c) => !c.closed).length, 'the close to be seen');
     for (let i = 0; ; i++) {
       const again = await call('GET', '/api/v1/accounts/me/devices', { auth: a.key });
       if (again.body.devices.length === 2) {

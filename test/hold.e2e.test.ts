@@ -12,10 +12,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { apiCall, apiMust, type Json } from './helpers/api.ts';
+import { suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
+import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
+import { sleep, waitFor } from './helpers/shards.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -23,7 +25,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD_CONFIG = { USER: { '4HOLDPUSH': [0, 1, 1, 1], '5HOLDBUFFER': [0, 50, 5, 1000] } };
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const connections = devices(() => srv);
+const { opened, openOn, closeAll } = connections;
+const { peer, dev, devOn, leave, nothingMore } = peers(connections, { sync: 'skip' });
+const { call, must, addNodes, heldUntil } = suiteApi(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer(HOLD_CONFIG);
@@ -33,146 +38,16 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal(srv) === 0, 'every device connection of the test to close', 10000);
+  await closeAll('every device connection of the test to close', 10000);
 });
 
 // ------------------------------------------------------------------ helpers
-
-/**
- * A device connection. Replies and deliveries share one socket, so lines are sorted: `req` returns the reply
- * to a command and keeps deliveries (`PUSH:...`) that arrive meanwhile in `inbox`, in order.
- */
-class Peer {
-  readonly c: TestClient;
-  id: string;
-  readonly inbox: string[] = [];
-  constructor(c: TestClient, id: string) {
-    this.c = c;
-    this.id = id;
-  }
-
-  /** Next reply line (not a delivery, not a SYNC). */
-  async reply(ms = 5000): Promise<string> {
-    for (;;) {
-      const l = await this.c.line(ms);
-      if (l.startsWith('PUSH:')) this.inbox.push(l);
-      else if (!l.startsWith('[SYNC:')) return l;
-    }
-  }
-
-  async req(cmd: string, ms = 5000): Promise<string> {
-    this.c.write(`${cmd}\r\n`);
-    return this.reply(ms);
-  }
-
-  /** Writes every command in one segment and returns their n replies in order. */
-  async pipeline(cmds: string[], ms = 5000): Promise<string[]> {
-    this.c.write(cmds.map((x) => `${x}\r\n`).join(''));
-    const out: string[] = [];
-    for (let i = 0; i < cmds.length; i++) out.push(await this.reply(ms));
-    return out;
-  }
-
-  /** The next n deliveries, in order; a reply in between is an error. */
-  async recv(n: number, ms = 5000): Promise<string[]> {
-    while (this.inbox.length < n) {
-      const l = await this.c.line(ms);
-      if (l.startsWith('[SYNC:')) continue;
-      if (!l.startsWith('PUSH:')) throw new Error(`${this.id}: unexpected line ${l} while waiting for deliveries`);
-      this.inbox.push(l);
-    }
-    return this.inbox.splice(0, n);
-  }
-}
-
-async function open(s: TestServer = srv): Promise<TestClient> {
-  const c = await TestClient.open(s.port);
-  opened.push(c);
-  return c;
-}
-
-/** Registers `id`; the reply must be exactly [OK:<ID>]. Held messages that follow stay unread in the socket. */
-async function dev(key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const p = new Peer(await open(s), id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
-
-/** Opens connections until one lands on shard `shard`; misplaced ones stay open until the end of the test. */
-async function openOn(shard: number, s: TestServer = srv): Promise<TestClient> {
-  // A socket destroyed here may still be counted by the server: settle until both sides agree.
-  const mine = (): number =>
-    opened.filter((c) => !c.closed && !c.socket.destroyed && c.socket.remotePort === s.port).length;
-  for (let attempt = 0; attempt < 200; attempt++) {
-    await waitFor(() => openTotal(s) === mine(), 'connection counts to settle');
-    const before = openPerShard(s);
-    const total = before.reduce((a, b) => a + b, 0);
-    const c = await open(s);
-    await waitFor(() => openTotal(s) === total + 1, 'the server to count the new connection');
-    const landed = openPerShard(s).findIndex((v, i) => v !== before[i]);
-    if (landed === shard) return c;
-  }
-  throw new Error(`no connection landed on shard ${shard}`);
-}
-
-async function devOn(shard: number, key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const p = new Peer(await openOn(shard, s), id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
-
-/** Closes a device and waits until `asker` sees it offline (STATUS), so later pushes find it gone. */
-async function leave(p: Peer, asker: Peer, key: string): Promise<void> {
-  p.c.close();
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const r = await asker.req(`TCP:STATUS:${key}:${p.id}`);
-    if (r.startsWith('[OK:OFFLINE:')) return;
-    if (Date.now() > deadline) throw new Error(`${p.id} still ${r}`);
-    await sleep(10);
-  }
-}
-
-let marks = 0;
-/** `to` has nothing more queued: a fresh RID marker from `from` must be its very next delivery. */
-async function nothingMore(from: Peer, key: string, to: Peer): Promise<void> {
-  const mark = `mark-${++marks}`;
-  expect(await from.req(`TCP:PUSH:${key}:RID:${to.id}:${mark}`)).toBe('[OK:DATA_SENT]');
-  expect(await to.recv(1), `${to.id} received something unexpected`).toEqual([`PUSH:${mark}`]);
-}
-
-/** The operator API on this suite's server (or `port`). */
-const call = (
-  method: string,
-  path: string,
-  body?: unknown,
-  opts: { auth?: string; port?: number } = {},
-): Promise<{ status: number; body: Json }> => apiCall(opts.port ?? srv.httpPort, method, path, body, opts.auth);
-
-/** Calls the API and asserts the status. */
-const must = (status: number, method: string, path: string, body?: unknown, port?: number): Promise<Json> =>
-  apiMust(port ?? srv.httpPort, status, method, path, body);
 
 let mails = 0;
 function account(level = 4, s: TestServer = srv): { email: string; key: string; path: string } {
   const email = `hold-${++mails}-${process.pid}@hold.example`;
   const key = s.newKey(email, level);
   return { email, key, path: `/api/v1/accounts/${email}` };
-}
-
-async function addNodes(path: string, nodes: [string, string | null][], port?: number): Promise<void> {
-  for (const [id, parent] of nodes) await must(201, 'POST', `${path}/tree/nodes`, { id, parent }, port);
-}
-
-/** The held summary of the API, polled until `pred` holds (group holds are written after the reply). */
-async function heldUntil(path: string, pred: (devices: Json[]) => boolean, port?: number): Promise<Json[]> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const body = await must(200, 'GET', `${path}/held`, undefined, port);
-    if (pred(body.devices) || Date.now() > deadline) return body.devices;
-    await sleep(20);
-  }
 }
 
 const range = (prefix: string, from: number, to: number): string[] =>
@@ -539,7 +414,7 @@ describe('two connections racing to register a held ID', () => {
       expect(loser.buffer, `${id}: the loser`).toBe('[FAIL:NODEEXIST]\r\n');
       await loser.closedByServer();
       expect(loser.buffer, `${id}: the loser got nothing after its refusal`).toBe('[FAIL:NODEEXIST]\r\n');
-      const w = new Peer(winner, id);
+      const w = peer(winner, id);
       expect(await w.reply()).toBe(`[OK:${id}]`);
       expect(await w.recv(20), id).toEqual(range('PUSH:b', 1, 20));
       await nothingMore(sender, key, w);
@@ -634,9 +509,9 @@ describe('durability', () => {
     try {
       child = await startChild(dir);
       const port1 = child.port;
-      let s = new Peer(await connectWhenUp(port1), 'S');
+      let s = peer(await connectWhenUp(port1), 'S');
       expect(await s.req(`TCP:ID:${key}:S`)).toBe('[OK:S]');
-      const x0 = new Peer(await connectWhenUp(port1), 'X');
+      const x0 = peer(await connectWhenUp(port1), 'X');
       expect(await x0.req(`TCP:ID:${key}:X`)).toBe('[OK:X]');
       x0.c.close();
       const deadline = Date.now() + 5000;
@@ -653,9 +528,9 @@ describe('durability', () => {
       s.c.close();
 
       child = await startChild(dir);
-      s = new Peer(await connectWhenUp(child.port), 'S');
+      s = peer(await connectWhenUp(child.port), 'S');
       expect(await s.req(`TCP:ID:${key}:S`)).toBe('[OK:S]');
-      const x = new Peer(await connectWhenUp(child.port), 'X');
+      const x = peer(await connectWhenUp(child.port), 'X');
       expect(await x.req(`TCP:ID:${key}:X`)).toBe('[OK:X]');
       expect(await x.recv(n)).toEqual(range('PUSH:k', 1, n));
       await nothingMore(s, key, x);

@@ -9,9 +9,10 @@ import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 /** A full GC of this thread's heap (the shard workers collect on their own). */
 const gc: () => void = (() => {
@@ -30,7 +31,7 @@ const RSS_SLACK = 64 * MB;
 const RSS_PEAK = 256 * MB;
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const { opened, open, dev, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer();
@@ -47,40 +48,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'the server to see every connection of the scenario closed', 15000);
+  await closeAll('the server to see every connection of the scenario closed', 15000);
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openTotal(): number {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  let n = 0;
-  for (let i = 0; i < srv.supervisor.shardCount; i++) n += Atomics.load(counters, COUNTER_OPEN + i);
-  return n;
-}
-
-async function open(): Promise<TestClient> {
-  const c = await TestClient.open(srv.port);
-  opened.push(c);
-  return c;
-}
-
-async function dev(key: string, id: string): Promise<TestClient> {
-  const c = await open();
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
 
 /** Seeded PRNG (mulberry32). */
 function prng(seed: number): () => number {
@@ -160,8 +131,7 @@ async function scenario(run: (peak: () => void) => Promise<void>, slack = RSS_SL
   await run(peak);
   peak();
   expect(max - start, `RSS grew by ${((max - start) / MB).toFixed(1)} MB during the scenario`).toBeLessThan(RSS_PEAK);
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'the server to see every connection of the scenario closed', 15000);
+  await closeAll('the server to see every connection of the scenario closed', 15000);
   gc();
   await health();
   // RSS returns near its start (allocators give memory back lazily: poll for a while).
@@ -383,7 +353,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
       }
       for (let i = 0; i < 200; i++) if (i % 4 < 2) resets[i]!.write(`TCP:PUSH:${key}:RID:HSENDER:partial`);
       for (const c of resets) c.socket.resetAndDestroy();
-      await waitFor(() => openTotal() === 1, 'the server to see the resets');
+      await waitFor(() => openTotal(srv) === 1, 'the server to see the resets');
       for (let i = 0; i < 200; i += 2) {
         expect(await sender.request(`TCP:PUSH:${key}:RID:RST${i}:x`)).toBe('[FAIL:REM_ID]');
       }
@@ -407,7 +377,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
       const fin = await dev(key, 'HFIN');
       fin.socket.end();
       await fin.closedByServer();
-      await waitFor(() => openTotal() === 1, 'the server to close the FIN connection');
+      await waitFor(() => openTotal(srv) === 1, 'the server to close the FIN connection');
       expect(await sender.request(`TCP:PUSH:${key}:RID:HFIN:x`)).toBe('[FAIL:REM_ID]');
 
       // 4. A socket that never reads its replies: RETDATA:0 (20 KB of reply each) alternating with 4 KB pushes to a
@@ -439,7 +409,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
       expect(await sender.request(`TCP:PUSH:${key}:RID:HDEAF:x`)).toBe('[FAIL:REM_LINK]');
       expect(await sender.request(`TCP:PUSH:${key}:FRIENDS:x`)).toBe('[FAIL:NO_ID]');
       deaf.socket.resetAndDestroy();
-      await waitFor(() => openTotal() === 1, 'the server to see the reset of the deaf socket');
+      await waitFor(() => openTotal(srv) === 1, 'the server to see the reset of the deaf socket');
       expect(await sender.request(`TCP:PUSH:${key}:RID:HDEAF:x`)).toBe('[FAIL:REM_ID]');
     });
   });
@@ -496,7 +466,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
         // Every tenth says something that does not register.
         for (let k = 0; k < cs.length; k += 10) cs[k]!.write(`TCP:GID:${srv.key}\r\n`);
       }
-      await waitFor(() => openTotal() === n, 'the server to accept all 5,000', 20000);
+      await waitFor(() => openTotal(srv) === n, 'the server to accept all 5,000', 20000);
       peak();
       await health();
       await health();
@@ -505,7 +475,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
         expect(opened[k]!.closed).toBe(false);
         expect(opened[k]!.buffer).toBe((k % batch) % 10 === 0 ? '[FAIL:NOID]\r\n' : '');
       }
-      expect(openTotal()).toBe(n);
+      expect(openTotal(srv)).toBe(n);
     });
   });
 
@@ -538,7 +508,7 @@ describe('hostile clients (2 shard workers); after each: healthy within 100 ms, 
       expect(await pushers[1]!.request(`TCP:PUSH:${key}:RID:NOREAD:more`)).toBe('[FAIL:REM_LINK]');
       peak();
       reader.socket.resetAndDestroy();
-      await waitFor(() => openTotal() === 3, 'the server to see the reset reader');
+      await waitFor(() => openTotal(srv) === 3, 'the server to see the reset reader');
       expect(await pushers[0]!.request(`TCP:PUSH:${key}:RID:NOREAD:gone`)).toBe('[FAIL:REM_ID]');
     });
   });

@@ -3,12 +3,12 @@
 // live connections, and the same endpoints served on the device port.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const { opened, dev, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer();
@@ -18,35 +18,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'every device connection of the test to close');
+  await closeAll('every device connection of the test to close');
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openTotal(): number {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  let n = 0;
-  for (let i = 0; i < srv.supervisor.shardCount; i++) n += Atomics.load(counters, COUNTER_OPEN + i);
-  return n;
-}
-
-async function dev(key: string, id: string): Promise<TestClient> {
-  const c = await TestClient.open(srv.port);
-  opened.push(c);
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
 
 const TEXT = 'text/plain; charset=utf-8';
 const HTML = 'text/html; charset=utf-8';

@@ -2,13 +2,9 @@
 // supervisor + two shard worker threads on one reusePort port, exact reply bytes over TCP.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
-import { device, TestClient } from './helpers/client.ts';
+import { ask, device, reply, SYNC_RE, TestClient } from './helpers/client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-
-const SYNC_RE = /^\[SYNC:(\d{2})\.(\d{2})\.(\d{4})_(\d{2}):(\d{2}):(\d{2})\]$/;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { openPerShard, sleep } from './helpers/shards.ts';
 
 /** `dd.MM.yyyy` of a date in local time. */
 function localDay(d: Date): string {
@@ -30,20 +26,6 @@ function expectSyncNow(line: string, before: Date): void {
   // Server local time (not UTC): the stamp, read as local time, is within a minute of now.
   const stamp = new Date(yyyy!, mm! - 1, dd!, hh, mi, ss).getTime();
   expect(Math.abs(stamp - after.getTime())).toBeLessThan(60_000);
-}
-
-/** Reads lines until one that is not a SYNC line (servers with a short COM_CHK interleave them). */
-async function reply(c: TestClient, ms = 5000): Promise<string> {
-  for (;;) {
-    const l = await c.line(ms);
-    if (!SYNC_RE.test(l)) return l;
-  }
-}
-
-/** Sends a command and returns its reply, skipping SYNC lines. */
-async function ask(c: TestClient, cmd: string): Promise<string> {
-  c.write(`${cmd}\r\n`);
-  return reply(c);
 }
 
 /** Waits (with a deadline) until `probe` returns `want`; returns the last value seen. */
@@ -269,12 +251,6 @@ describe('NODE.MAX_OUTBUF and NODE.WRITE_DEADLINE', () => {
     await srv?.stop();
   });
 
-  /** Open device connections per shard, read from the supervisor's shared counters. */
-  function openPerShard(): number[] {
-    const counters = new Int32Array(srv.supervisor['counters']);
-    return [0, 1].map((i) => Atomics.load(counters, COUNTER_OPEN + i));
-  }
-
   /**
    * Registers `id` on a connection accepted by shard `shard` (the kernel picks the shard; connections
    * that land elsewhere are kept open until the end, so the counters stay readable, then closed).
@@ -283,11 +259,11 @@ describe('NODE.MAX_OUTBUF and NODE.WRITE_DEADLINE', () => {
     const spare: TestClient[] = [];
     try {
       for (let tries = 0; tries < 200; tries++) {
-        const before = openPerShard();
+        const before = openPerShard(srv);
         const c = await TestClient.open(srv.port);
         // Any reply proves the shard has accepted and counted the connection.
         expect(await c.request(`TCP:GID:${key}`)).toBe('[FAIL:NOID]');
-        const after = openPerShard();
+        const after = openPerShard(srv);
         const grew = [0, 1].filter((i) => after[i]! > before[i]!);
         if (grew.length === 1 && grew[0] === shard) {
           expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id}]`);

@@ -9,9 +9,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { device, type TestClient } from './helpers/client.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { device } from './helpers/client.ts';
+import { closedAfterEach, email, outbox, utf8, waitForValue } from './helpers/outbox.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { sleep } from './helpers/shards.ts';
 
 // ------------------------------------------------------------------ a real SMTP server
 
@@ -187,59 +189,13 @@ async function closedPort(): Promise<number> {
 
 // ------------------------------------------------------------------ helpers
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-type Falsy = false | null | undefined | 0 | '';
-
-async function waitFor<T>(probe: () => T | Promise<T>, what: string, ms = 10000): Promise<Exclude<T, Falsy>> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v as Exclude<T, Falsy>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-let seq = 0;
-const email = (name: string): string => `${name}-${process.pid}-${++seq}@test.example`;
-
-/** A device line as UTF-8 bytes (what current firmware sends), written as the latin1 string of those bytes. */
-const utf8 = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
-
-interface OutboxEntry {
-  id: number;
-  kind: string;
-  to: string;
-  subject: string;
-  state: 'queued' | 'sent' | 'failed';
-  attempts: number;
-  lastError: string | null;
-}
-
-async function outbox(srv: TestServer, account: string): Promise<OutboxEntry[]> {
-  const r = await fetch(`http://127.0.0.1:${srv.httpPort}/api/v1/accounts/${encodeURIComponent(account)}/outbox`, {
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
-  expect(r.status).toBe(200);
-  return ((await r.json()) as { messages: OutboxEntry[] }).messages;
-}
-
 async function legacy(srv: TestServer, path: string): Promise<string> {
   const r = await fetch(`http://127.0.0.1:${srv.httpPort}${path}`);
   expect(r.status).toBe(200);
   return r.text();
 }
 
-const opened: TestClient[] = [];
-async function dev(srv: TestServer, key: string, id: string): Promise<TestClient> {
-  const c = await device(srv.port, key, id);
-  opened.push(c);
-  return c;
-}
-afterEach(() => {
-  for (const c of opened.splice(0)) c.close();
-});
+const { dev } = closedAfterEach();
 
 const FROM = 'Relay Test <relay@test.example>';
 const SLOW_MS = 4000;
@@ -281,14 +237,14 @@ describe('with a working SMTP server', () => {
     const c = await dev(srv, key, 'mailer');
     const body = 'temp: 21.5 C; at 12:30:05; see http://x.example:8080/a?b=c:d';
     expect(await c.request(`TCP:EMAIL:${key}:${to}:Sensor report:${body}`)).toBe('[OK:MAIL_SENT]');
-    const [mail] = await waitFor(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
+    const [mail] = await waitForValue(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
     expect(mail!.envelopeFrom).toBe('relay@test.example');
     expect(mail!.envelopeTo).toEqual([to]);
     expect(mail!.headers.get('from')).toBe(FROM);
     expect(mail!.headers.get('to')).toBe(to);
     expect(mail!.subject).toBe('Sensor report');
     expect(mail!.body).toBe(body);
-    const list = await waitFor(async () => {
+    const list = await waitForValue(async () => {
       const l = await outbox(srv, owner);
       return l[0]?.state === 'sent' && l;
     }, 'the outbox to show the mail sent');
@@ -312,7 +268,7 @@ describe('with a working SMTP server', () => {
     const body = 'Température: 21,5 °C — ok ✓ 日本語: fin';
     c.write(`${utf8(`TCP:EMAIL:${key}:${to}:${subject}:${body}`)}\r\n`);
     expect(await c.line()).toBe('[OK:MAIL_SENT]');
-    const [mail] = await waitFor(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
+    const [mail] = await waitForValue(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
     expect(mail!.subject).toBe(subject);
     expect(mail!.body).toBe(body);
     expect(mail!.headers.get('content-type')?.toLowerCase()).toContain('charset=utf-8');
@@ -324,7 +280,7 @@ describe('with a working SMTP server', () => {
     const c = await dev(srv, key, 'latin1-dev');
     // 0xE9 = é, 0xFC = ü, 0xDF = ß, 0xB0 = ° in latin1; alone they are not valid UTF-8.
     expect(await c.request(`TCP:EMAIL:${key}:${to}:Gr\xfc\xdfe:caf\xe9 21\xb0C`)).toBe('[OK:MAIL_SENT]');
-    const [mail] = await waitFor(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
+    const [mail] = await waitForValue(() => smtp.to(to).length === 1 && smtp.to(to), `the mail to ${to}`);
     expect(mail!.subject).toBe('Grüße');
     expect(mail!.body).toBe('café 21°C');
   });
@@ -336,7 +292,7 @@ describe('with a working SMTP server', () => {
     const c = await dev(srv, key, 'api-subj');
     c.write(`${utf8(`TCP:EMAIL:${key}:${to}:Grüße ✓:x`)}\r\n`);
     expect(await c.line()).toBe('[OK:MAIL_SENT]');
-    await waitFor(() => smtp.to(to).length === 1, `the mail to ${to}`);
+    await waitForValue(() => smtp.to(to).length === 1, `the mail to ${to}`);
     expect(smtp.to(to)[0]!.subject).toBe('Grüße ✓');
     const list = await outbox(srv, owner);
     expect(list.map((m) => m.subject)).toEqual(['Grüße ✓']);
@@ -348,7 +304,7 @@ describe('with a working SMTP server', () => {
     const to = `reject-${process.pid}@test.example`;
     const c = await dev(srv, key, 'rej-dev');
     expect(await c.request(`TCP:EMAIL:${key}:${to}:Never:delivered`)).toBe('[OK:MAIL_SENT]');
-    const [m] = await waitFor(async () => {
+    const [m] = await waitForValue(async () => {
       const l = await outbox(srv, owner);
       return l[0]?.state === 'failed' && l;
     }, 'the mail to fail');
@@ -363,7 +319,7 @@ describe('with a working SMTP server', () => {
     const to = `slow-${process.pid}@test.example`;
     const c = await dev(srv, key, 'slow-dev');
     expect(await c.request(`TCP:EMAIL:${key}:${to}:Slow:retried`)).toBe('[OK:MAIL_SENT]');
-    const [m] = await waitFor(
+    const [m] = await waitForValue(
       async () => {
         const l = await outbox(srv, owner);
         return l[0]?.state === 'sent' && l;
@@ -404,7 +360,7 @@ describe('with a working SMTP server', () => {
     const c2 = await dev(srv, k2, 'plan-2');
     expect(await c1.request(`TCP:EMAIL:${k1}:${to1}:s:b`)).toBe('[FAIL:MAIL_DISABLED]');
     expect(await c2.request(`TCP:EMAIL:${k2}:${to2}:s:b`)).toBe('[OK:MAIL_SENT]');
-    await waitFor(() => smtp.to(to2).length === 1, `the mail to ${to2}`);
+    await waitForValue(() => smtp.to(to2).length === 1, `the mail to ${to2}`);
     expect(smtp.to(to1)).toEqual([]);
   });
 
@@ -423,7 +379,7 @@ describe('with a working SMTP server', () => {
     const other = srv.newKey(email('rate-other'));
     const o = await dev(srv, other, 'rate-other');
     expect(await o.request(`TCP:EMAIL:${other}:${to}:other:b`)).toBe('[OK:MAIL_SENT]');
-    await waitFor(() => smtp.to(to).length === 5, 'five mails');
+    await waitForValue(() => smtp.to(to).length === 5, 'five mails');
     expect(
       smtp
         .to(to)
@@ -438,7 +394,7 @@ describe('with a working SMTP server', () => {
     expect(await legacy(srv, `/USER?username=${encodeURIComponent(user)}&password=s3cret`)).toBe(
       'OK:ACTIVATION_MAIL_SENT',
     );
-    const [mail] = await waitFor(() => smtp.to(user).length === 1 && smtp.to(user), 'the activation mail');
+    const [mail] = await waitForValue(() => smtp.to(user).length === 1 && smtp.to(user), 'the activation mail');
     expect(mail!.headers.get('from')).toBe(FROM);
     expect(mail!.headers.get('to')).toBe(user);
     expect(mail!.subject).toBe('Activate your P2Pcluster account');
@@ -462,7 +418,7 @@ describe('with a working SMTP server', () => {
   it('the activation link points at the port the operator HTTP API listens on', async () => {
     const user = email('link');
     expect(await legacy(srv, `/USER?username=${encodeURIComponent(user)}&password=pw`)).toBe('OK:ACTIVATION_MAIL_SENT');
-    const [mail] = await waitFor(() => smtp.to(user).length === 1 && smtp.to(user), 'the activation mail');
+    const [mail] = await waitForValue(() => smtp.to(user).length === 1 && smtp.to(user), 'the activation mail');
     const link = /http:\/\/\S+\/USERAUTH\?token=\S+/.exec(mail!.body)?.[0];
     const token = /token=([0-9A-Za-z_-]+)/.exec(link ?? '')?.[1];
     // HTTP.PORT is 0 here (a free port was picked); PServer.DNS is empty.
@@ -481,7 +437,7 @@ describe('with a working SMTP server', () => {
     expect(e).toBe(owner);
     expect(key).toMatch(/^[0-9A-F]{32}$/);
     expect(key).not.toBe(oldKey);
-    const [mail] = await waitFor(() => smtp.to(owner).length === 1 && smtp.to(owner), 'the key-reset mail');
+    const [mail] = await waitForValue(() => smtp.to(owner).length === 1 && smtp.to(owner), 'the key-reset mail');
     expect(mail!.headers.get('from')).toBe(FROM);
     expect(mail!.subject).toBe('Your P2Pcluster KEY was reset');
     expect(mail!.body).toContain(`Your new KEY: ${key}`);
@@ -523,7 +479,7 @@ describe('with an SMTP server that is down or silent', () => {
     const b = await dev(srv, key, 'silent-b');
     expect(await a.request(`TCP:EMAIL:${key}:${email('to')}:first:b`)).toBe('[OK:MAIL_SENT]');
     // An attempt is under way and hangs (the server never greets).
-    await waitFor(() => endpoint.sockets.size >= 1, 'a connection to the silent SMTP server');
+    await waitForValue(() => endpoint.sockets.size >= 1, 'a connection to the silent SMTP server');
     for (let i = 0; i < 3; i++) {
       expect(await a.request(`TCP:EMAIL:${key}:${email('to')}:more${i}:b`)).toBe('[OK:MAIL_SENT]');
     }
@@ -552,7 +508,7 @@ describe('with an SMTP server that is down or silent', () => {
     const c = await dev(srv, key, 'down-dev');
     expect(await c.request(`TCP:EMAIL:${key}:${email('to')}:down:b`)).toBe('[OK:MAIL_SENT]');
     const seen: { state: string; attempts: number; lastError: string | null }[] = [];
-    const final = await waitFor(
+    const final = await waitForValue(
       async () => {
         const [m] = await outbox(srv, owner);
         if (m === undefined) return false;
@@ -603,7 +559,7 @@ describe('a restart resumes unsent mail', () => {
         expect(await c.request(`TCP:EMAIL:${key}:${to}:resume ${i}:body:${i}`)).toBe('[OK:MAIL_SENT]');
       }
       c.close();
-      await waitFor(async () => {
+      await waitForValue(async () => {
         const l = await outbox(first, owner);
         return l.length === 3 && l.every((m) => m.state === 'queued' && m.attempts >= 2 && m.lastError !== null);
       }, 'every mail to have failed twice');
@@ -617,7 +573,7 @@ describe('a restart resumes unsent mail', () => {
       { keepData: first.dataDir },
     );
     try {
-      await waitFor(
+      await waitForValue(
         async () => {
           const l = await outbox(second, owner);
           return l.length === 3 && l.every((m) => m.state === 'sent');
@@ -654,7 +610,7 @@ describe('a restart resumes unsent mail', () => {
       const c = await device(first.port, key, 'hung-dev');
       expect(await c.request(`TCP:EMAIL:${key}:${to}:hung:b`)).toBe('[OK:MAIL_SENT]');
       c.close();
-      await waitFor(() => silent.sockets.size >= 1, 'the attempt to hang on the silent server');
+      await waitForValue(() => silent.sockets.size >= 1, 'the attempt to hang on the silent server');
     } finally {
       await first.stop();
       await silent.closed();
@@ -665,13 +621,16 @@ describe('a restart resumes unsent mail', () => {
     );
     try {
       const acct = second.embedded!.accountByEmail(owner)!;
-      await waitFor(() => smtp.to(to).length === 1, 'the mail after the restart', 15000).catch((err: Error) => {
+      await waitForValue(() => smtp.to(to).length === 1, 'the mail after the restart', 15000).catch((err: Error) => {
         const item = second.embedded!.listOutbox(acct.id, 10)[0];
         const due = item === undefined ? 'none' : `${Math.round((item.nextAt - Date.now()) / 1000)} s from now`;
         throw new Error(`${err.message}; stored: ${JSON.stringify(item)}; due ${due}`);
       });
       // The SMTP server has the mail a moment before the sender records it as sent.
-      await waitFor(async () => (await outbox(second, owner))[0]?.state === 'sent', 'the outbox to record it as sent');
+      await waitForValue(
+        async () => (await outbox(second, owner))[0]?.state === 'sent',
+        'the outbox to record it as sent',
+      );
       const [m] = await outbox(second, owner);
       expect(m?.state).toBe('sent');
     } finally {

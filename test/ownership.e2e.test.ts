@@ -3,19 +3,9 @@
 
 import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
-import { device, TestClient } from './helpers/client.ts';
+import { ask, device, reply, SYNC_RE, TestClient } from './helpers/client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-
-const SYNC_RE = /^\[SYNC:\d{2}\.\d{2}\.\d{4}_\d{2}:\d{2}:\d{2}\]$/;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Open device connections per shard, read from the supervisor's shared counters. */
-function openPerShard(srv: TestServer): number[] {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  return Array.from({ length: srv.supervisor.shardCount }, (_, i) => Atomics.load(counters, COUNTER_OPEN + i));
-}
+import { openPerShard, sleep } from './helpers/shards.ts';
 
 /** Waits until `pred` holds, with a deadline. */
 async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
@@ -24,19 +14,6 @@ async function until(pred: () => boolean, ms: number, what: string): Promise<voi
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
-}
-
-/** Reads lines until one that is not a SYNC line. */
-async function reply(c: TestClient, ms = 5000): Promise<string> {
-  for (;;) {
-    const l = await c.line(ms);
-    if (!SYNC_RE.test(l)) return l;
-  }
-}
-
-async function ask(c: TestClient, cmd: string): Promise<string> {
-  c.write(`${cmd}\r\n`);
-  return reply(c);
 }
 
 /** The shard that decides IDs of the account with this KEY (src/routing/account.ts: id mod shards). */

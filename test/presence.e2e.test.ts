@@ -9,16 +9,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { apiCall, apiMust, type Json } from './helpers/api.ts';
+import { suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
+import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
+import { sleep } from './helpers/shards.ts';
 
 /** Hold on for every level, so a will to an offline known target is held. */
 const HOLD = { USER: { '4HOLDPUSH': [1, 1, 1, 1] } };
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const connections = devices(() => srv);
+const { opened, open, settled, closeAll } = connections;
+const { peer, dev, devOn, leave, nothingMore } = peers(connections, { sync: 'answer', presence: true });
+const { call, must, addNodes, heldUntil } = suiteApi(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer(HOLD);
@@ -28,138 +33,15 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal(srv) === 0, 'every device connection of the test to close', 10000);
+  await closeAll('every device connection of the test to close', 10000);
 });
 
 // ------------------------------------------------------------------ helpers
-
-/**
- * A device connection. Replies, deliveries (`PUSH:`) and presence events (`PRESENCE:`) share one socket, so
- * lines are sorted: `req` returns the reply to a command, deliveries go to `inbox`, events to `events`, in
- * order; `[SYNC:...]` liveness lines are skipped.
- */
-class Peer {
-  readonly c: TestClient;
-  id: string;
-  readonly inbox: string[] = [];
-  readonly events: string[] = [];
-  constructor(c: TestClient, id: string) {
-    this.c = c;
-    this.id = id;
-    c.answerSync = true; // a live device answers SYNC (§2), so short COM_CHK servers keep it
-  }
-
-  /** Reads one line; returns it if it is a reply, else files it and returns null. */
-  private async read(ms: number): Promise<string | null> {
-    const l = await this.c.line(ms);
-    if (l.startsWith('PUSH:')) this.inbox.push(l);
-    else if (l.startsWith('PRESENCE:')) this.events.push(l);
-    else if (!l.startsWith('[SYNC:')) return l;
-    return null;
-  }
-
-  async reply(ms = 5000): Promise<string> {
-    for (;;) {
-      const l = await this.read(ms);
-      if (l !== null) return l;
-    }
-  }
-
-  async req(cmd: string, ms = 5000): Promise<string> {
-    this.c.write(`${cmd}\r\n`);
-    return this.reply(ms);
-  }
-
-  async pipeline(cmds: string[], ms = 5000): Promise<string[]> {
-    this.c.write(cmds.map((x) => `${x}\r\n`).join(''));
-    const out: string[] = [];
-    for (let i = 0; i < cmds.length; i++) out.push(await this.reply(ms));
-    return out;
-  }
-
-  /** The next n deliveries. */
-  async recv(n: number, ms = 5000): Promise<string[]> {
-    while (this.inbox.length < n) {
-      const l = await this.read(ms);
-      if (l !== null) throw new Error(`${this.id}: unexpected reply ${l} while waiting for deliveries`);
-    }
-    return this.inbox.splice(0, n);
-  }
-
-  /** Waits until `n` presence events have arrived (in total, since the last take) and takes them all. */
-  async presence(n: number, ms = 5000): Promise<string[]> {
-    try {
-      while (this.events.length < n) {
-        const l = await this.read(ms);
-        if (l !== null) throw new Error(`${this.id}: unexpected reply ${l} while waiting for presence events`);
-      }
-    } catch (err) {
-      throw new Error(`${this.id}: ${(err as Error).message}; events so far ${JSON.stringify(this.events)}`);
-    }
-    return this.events.splice(0);
-  }
-}
-
-async function open(s: TestServer = srv): Promise<TestClient> {
-  const c = await TestClient.open(s.port);
-  opened.push(c);
-  return c;
-}
-
-async function dev(key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const p = new Peer(await open(s), id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
-
-/** Opens connections until one lands on shard `shard`; misplaced ones stay open until the end of the test. */
-async function openOn(shard: number, s: TestServer = srv): Promise<TestClient> {
-  // A socket destroyed here may still be counted by the server: settle until both sides agree.
-  const mine = (): number =>
-    opened.filter((c) => !c.closed && !c.socket.destroyed && c.socket.remotePort === s.port).length;
-  for (let attempt = 0; attempt < 200; attempt++) {
-    await waitFor(() => openTotal(s) === mine(), 'connection counts to settle');
-    const before = openPerShard(s);
-    const total = before.reduce((a, b) => a + b, 0);
-    const c = await open(s);
-    await waitFor(() => openTotal(s) === total + 1, 'the server to count the new connection');
-    const landed = openPerShard(s).findIndex((v, i) => v !== before[i]);
-    if (landed === shard) return c;
-  }
-  throw new Error(`no connection landed on shard ${shard}`);
-}
-
-async function devOn(shard: number, key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const p = new Peer(await openOn(shard, s), id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
-
-/** Closes a device (FIN, or RST with `reset`) and waits until `asker` sees it offline. */
-async function leave(p: Peer, asker: Peer, key: string, reset = false): Promise<void> {
-  if (reset) p.c.socket.resetAndDestroy();
-  else p.c.close();
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const r = await asker.req(`TCP:STATUS:${key}:${p.id}`);
-    if (r.startsWith('[OK:OFFLINE:')) return;
-    if (Date.now() > deadline) throw new Error(`${p.id} still ${r}`);
-    await sleep(10);
-  }
-}
 
 /** A device that comes online and goes offline again (seen offline by `asker`). */
 async function flap(key: string, id: string, asker: Peer, shard?: number, s: TestServer = srv): Promise<void> {
   const d = shard === undefined ? await dev(key, id, s) : await devOn(shard, key, id, s);
   await leave(d, asker, key);
-}
-
-/** Waits until the server counts exactly the connections this test still has open. */
-async function settled(s: TestServer = srv): Promise<void> {
-  const mine = (): number =>
-    opened.filter((c) => !c.closed && !c.socket.destroyed && c.socket.remotePort === s.port).length;
-  await waitFor(() => openTotal(s) === mine(), 'the server to count exactly the open connections');
 }
 
 let probes = 0;
@@ -169,7 +51,7 @@ let probes = 0;
  */
 async function devOnProbe(shard: number, key: string, id: string, s: TestServer): Promise<Peer> {
   for (let attempt = 0; attempt < 100; attempt++) {
-    const p = new Peer(await open(s), '?');
+    const p = peer(await open(s), '?');
     const probe = `PROBE${++probes}`;
     expect(await p.req(`TCP:ID:${key}:${probe}`)).toBe(`[OK:${probe}]`);
     const list = (await call('GET', '/api/v1/accounts/me/devices', undefined, { auth: key, port: s.httpPort })).body;
@@ -185,36 +67,6 @@ async function devOnProbe(shard: number, key: string, id: string, s: TestServer)
   throw new Error(`no connection landed on shard ${shard}`);
 }
 
-/** The held summary of the API, polled until `pred` holds (a will is held after the connection closed). */
-async function heldUntil(path: string, pred: (devices: Json[]) => boolean, port?: number): Promise<Json[]> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const body = await must(200, 'GET', `${path}/held`, undefined, port);
-    if (pred(body.devices) || Date.now() > deadline) return body.devices;
-    await sleep(20);
-  }
-}
-
-let marks = 0;
-/** `to` has nothing more queued: a fresh RID marker from `from` must be its very next delivery. */
-async function nothingMore(from: Peer, key: string, to: Peer): Promise<void> {
-  const mark = `mark-${++marks}`;
-  expect(await from.req(`TCP:PUSH:${key}:RID:${to.id}:${mark}`)).toBe('[OK:DATA_SENT]');
-  expect(await to.recv(1), `${to.id} received something unexpected`).toEqual([`PUSH:${mark}`]);
-}
-
-/** The operator API on this suite's server (or `port`). */
-const call = (
-  method: string,
-  path: string,
-  body?: unknown,
-  opts: { auth?: string; port?: number } = {},
-): Promise<{ status: number; body: Json }> => apiCall(opts.port ?? srv.httpPort, method, path, body, opts.auth);
-
-/** Calls the API and asserts the status. */
-const must = (status: number, method: string, path: string, body?: unknown, port?: number): Promise<Json> =>
-  apiMust(port ?? srv.httpPort, status, method, path, body);
-
 let mails = 0;
 /** A fresh account; with `owner`, one whose owner shard (account id mod shards) is that shard. */
 function account(s: TestServer = srv, owner?: number): { email: string; key: string; path: string } {
@@ -226,10 +78,6 @@ function account(s: TestServer = srv, owner?: number): { email: string; key: str
       return { email, key, path: `/api/v1/accounts/${email}` };
     }
   }
-}
-
-async function addNodes(path: string, nodes: [string, string | null][], port?: number): Promise<void> {
-  for (const [id, parent] of nodes) await must(201, 'POST', `${path}/tree/nodes`, { id, parent }, port);
 }
 
 const on = (id: string): string => `PRESENCE:${id}:ONLINE`;
@@ -284,7 +132,7 @@ describe('TCP:STATUS', () => {
     ]);
     expect(await b.recv(1)).toEqual(['PUSH:x']);
     // Before ID, STATUS is refused like every SUB but ID.
-    const anon = new Peer(await open(), '?');
+    const anon = peer(await open(), '?');
     expect(await anon.req(`TCP:STATUS:${key}:A`)).toBe('[FAIL:NOID]');
   });
 });
@@ -295,7 +143,7 @@ describe('TCP:WATCH / TCP:UNWATCH', () => {
   it('replies, NODE.MAX_WATCH quota, and one line per event when several watches match', async () => {
     const { key, path } = account();
     await must(200, 'PUT', `${path}/aliases/ax`, { target: 'X' });
-    const anon = new Peer(await open(), '?');
+    const anon = peer(await open(), '?');
     expect(await anon.req(`TCP:WATCH:${key}:FRIENDS`)).toBe('[FAIL:NOID]');
     const w = await devOn(0, key, 'W');
     expect(await w.req(`TCP:WATCH:${key}:RID:x`)).toBe('[OK:WATCHING]');
@@ -638,7 +486,7 @@ describe('liveness (small NODE.COM_CHK and MAX_OUTBUF)', () => {
     holder.c.answerSync = false;
     const lastByte = Date.now();
     // While it is within its liveness window, the ID is still its own.
-    const early = new Peer(await open(live), 'X');
+    const early = peer(await open(live), 'X');
     expect(await early.req(`TCP:ID:${key}:X`)).toBe('[FAIL:NODEEXIST]');
     await early.c.closedByServer();
     for (const w of [w0, w1]) expect(await w.presence(1, 3000), w.id).toEqual([off('X')]);

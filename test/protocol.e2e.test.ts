@@ -3,13 +3,14 @@
 // additionally fails on any line not terminated by CRLF.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
-import { TestClient } from './helpers/client.ts';
+import type { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { openPerShard, sleep } from './helpers/shards.ts';
 
 let srv: TestServer;
 /** Every client a test opens; afterEach closes them and waits until the server has seen every close. */
-const opened: TestClient[] = [];
+const { open, dev, openOn, devOn, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer();
@@ -19,68 +20,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'the server to see every connection of the test closed');
+  await closeAll('the server to see every connection of the test closed');
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-/** Open device connections per shard, read from the server's shared counters. */
-function openPerShard(): number[] {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  return Array.from({ length: srv.supervisor.shardCount }, (_, i) => Atomics.load(counters, COUNTER_OPEN + i));
-}
-function openTotal(): number {
-  return openPerShard().reduce((a, b) => a + b, 0);
-}
-
-async function open(): Promise<TestClient> {
-  const c = await TestClient.open(srv.port);
-  opened.push(c);
-  return c;
-}
-
-/** Opens a client and registers `id`, checking the exact reply. */
-async function dev(key: string, id: string): Promise<TestClient> {
-  const c = await open();
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
-
-/**
- * Opens connections until one is accepted by shard `shard` (misplaced ones stay open, unregistered, until
- * the end of the test). Only valid while no connection of the test is closing.
- */
-async function openOn(shard: number): Promise<TestClient> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Quiescent first: the server counts exactly the clients that are still open on our side.
-    await waitFor(() => openTotal() === opened.filter((c) => !c.closed).length, 'connection counts to settle');
-    const before = openPerShard();
-    const total = before.reduce((a, b) => a + b, 0);
-    const c = await open();
-    await waitFor(() => openTotal() === total + 1, 'the server to count the new connection');
-    const after = openPerShard();
-    const landed = after.findIndex((v, i) => v !== before[i]);
-    if (landed === shard) return c;
-  }
-  throw new Error(`no connection landed on shard ${shard} in 200 attempts`);
-}
-
-async function devOn(shard: number, key: string, id: string): Promise<TestClient> {
-  const c = await openOn(shard);
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
 
 /** Pushes RID probes until the server reports the target gone; before that, each probe must be delivered. */
 async function untilGone(from: TestClient, key: string, id: string): Promise<void> {
@@ -649,11 +592,11 @@ describe('group and tree targets', () => {
 
   it('20 devices spread over both shards: RID ring and FRIENDS reach everyone exactly once', async () => {
     const k = srv.newKey();
-    const before = openPerShard();
+    const before = openPerShard(srv);
     const n = 20;
     const ids = Array.from({ length: n }, (_, i) => `many-${i}`);
     const devs = await Promise.all(ids.map((id) => dev(k, id)));
-    const perShard = openPerShard().map((v, i) => v - before[i]!);
+    const perShard = openPerShard(srv).map((v, i) => v - before[i]!);
     expect(perShard.reduce((a, b) => a + b, 0)).toBe(n);
     expect(perShard.every((v) => v > 0)).toBe(true);
     // Everyone pushes at once to the device 7 places on; everyone is the target of exactly one push.

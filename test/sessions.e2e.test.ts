@@ -9,12 +9,12 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { dstcpKey, hmacHex, hstcpMac, hstcpProof, md5Proof, stcpSessionKey } from '../src/protocol/secure.ts';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
-import { TestClient } from './helpers/client.ts';
+import type { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const { open, dev, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer();
@@ -24,41 +24,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'the server to see every connection of the test closed');
+  await closeAll('the server to see every connection of the test closed');
 });
 
 // ------------------------------------------------------------------ helpers
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openTotal(): number {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  let n = 0;
-  for (let i = 0; i < srv.supervisor.shardCount; i++) n += Atomics.load(counters, COUNTER_OPEN + i);
-  return n;
-}
-
-async function open(): Promise<TestClient> {
-  const c = await TestClient.open(srv.port);
-  opened.push(c);
-  return c;
-}
-
-/** Opens a client and registers `id` with the plain KEY. */
-async function dev(key: string, id: string): Promise<TestClient> {
-  const c = await open();
-  expect(await c.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return c;
-}
 
 let accounts = 0;
 /** A fresh account: its UID (e-mail, as stored) and KEY. */

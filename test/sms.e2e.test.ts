@@ -4,9 +4,10 @@
 // SMS.URL empty or the plan's 7SMSPUSH = 0 → [FAIL:SMS_DISABLED]; a bad number → [FAIL:INVALID_ID].
 
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { device, type TestClient } from './helpers/client.ts';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closedAfterEach, email, type OutboxEntry, outbox, utf8, waitForValue } from './helpers/outbox.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
+import { sleep } from './helpers/shards.ts';
 
 // ------------------------------------------------------------------ the fake gateway
 
@@ -63,44 +64,9 @@ class Gateway {
 
 // ------------------------------------------------------------------ helpers
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-type Falsy = false | null | undefined | 0 | '';
-
-async function waitFor<T>(probe: () => T | Promise<T>, what: string, ms = 10000): Promise<Exclude<T, Falsy>> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v as Exclude<T, Falsy>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-let seq = 0;
-const email = (name: string): string => `${name}-${process.pid}-${++seq}@test.example`;
 /** A distinct valid phone number per call (E.164, 12 digits). */
 let numbers = 0;
 const phone = (): string => `+4915${String(process.pid % 10000).padStart(4, '0')}${String(++numbers).padStart(4, '0')}`;
-
-const utf8 = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
-
-interface OutboxEntry {
-  kind: string;
-  to: string;
-  subject: string;
-  state: 'queued' | 'sent' | 'failed';
-  attempts: number;
-  lastError: string | null;
-}
-
-async function outbox(srv: TestServer, account: string): Promise<OutboxEntry[]> {
-  const r = await fetch(`http://127.0.0.1:${srv.httpPort}/api/v1/accounts/${encodeURIComponent(account)}/outbox`, {
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
-  expect(r.status).toBe(200);
-  return ((await r.json()) as { messages: OutboxEntry[] }).messages;
-}
 
 const pick = ({ kind, to, subject, state, attempts, lastError }: OutboxEntry): Partial<OutboxEntry> => ({
   kind,
@@ -113,7 +79,7 @@ const pick = ({ kind, to, subject, state, attempts, lastError }: OutboxEntry): P
 
 /** Waits until the only message of `account` leaves the queued state (or reaches `state`). */
 async function settled(srv: TestServer, account: string, state?: OutboxEntry['state']): Promise<OutboxEntry> {
-  return waitFor(
+  return waitForValue(
     async () => {
       const [m] = await outbox(srv, account);
       return m !== undefined && (state === undefined ? m.state !== 'queued' : m.state === state) && m;
@@ -123,15 +89,7 @@ async function settled(srv: TestServer, account: string, state?: OutboxEntry['st
   );
 }
 
-const opened: TestClient[] = [];
-async function dev(srv: TestServer, key: string, id: string): Promise<TestClient> {
-  const c = await device(srv.port, key, id);
-  opened.push(c);
-  return c;
-}
-afterEach(() => {
-  for (const c of opened.splice(0)) c.close();
-});
+const { dev } = closedAfterEach();
 
 const EMAIL = { RETRY_BASE_S: 0.05, TIMEOUT_S: 3, MAX_TRIES: 10 };
 
@@ -202,7 +160,7 @@ describe('default JSON body template, POST, custom headers', () => {
     try {
       const c = await dev(srv, key, 'sms-500');
       expect(await c.request(`TCP:SMS:${key}:${number}:retry me`)).toBe('[OK:SMS_SENT]');
-      const queued = await waitFor(async () => {
+      const queued = await waitForValue(async () => {
         const [m] = await outbox(srv, owner);
         return gw.for(number).length >= 2 && m?.state === 'queued' && m.attempts >= 2 && m;
       }, 'two failed attempts');
@@ -287,7 +245,7 @@ describe('default JSON body template, POST, custom headers', () => {
       results.push(await c.request(`TCP:SMS:${key}:${number}:level ${level}`));
     }
     expect(results).toEqual(['[FAIL:SMS_DISABLED]', '[FAIL:SMS_DISABLED]', '[OK:SMS_SENT]']);
-    await waitFor(() => gw.for(number).length === 1, 'the level-3 SMS');
+    await waitForValue(() => gw.for(number).length === 1, 'the level-3 SMS');
     await sleep(200);
     expect(gw.for(number).map((r) => JSON.parse(r.body).text)).toEqual(['level 3']);
   });
@@ -376,7 +334,7 @@ describe('GET with the text in the URL only', () => {
     const other = srv.newKey(email('rate-other'));
     const o = await dev(srv, other, 'sms-rate-other');
     expect(await o.request(`TCP:SMS:${other}:${number}:other`)).toBe('[OK:SMS_SENT]');
-    await waitFor(() => gw.for(number).length === 3, 'three SMS');
+    await waitForValue(() => gw.for(number).length === 3, 'three SMS');
     await sleep(200);
     const texts = gw.for(number).map((r) => new URL(r.url, 'http://gw').searchParams.get('msg'));
     expect(texts.sort()).toEqual(['n1', 'n2', 'other']);

@@ -13,13 +13,15 @@ import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { generate } from 'selfsigned';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hstcpMac, hstcpProof, stcpSessionKey } from '../src/protocol/secure.ts';
-import { COUNTER_OPEN } from '../src/runtime/messages.ts';
+import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { sleep } from './helpers/shards.ts';
 
 let srv: TestServer;
 let certDir: string;
 let cert: string;
-const opened: Wire[] = [];
+const { opened, closeAll } = devices(() => srv);
 
 beforeAll(async () => {
   const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
@@ -54,126 +56,23 @@ afterAll(async () => {
   if (certDir) rmSync(certDir, { recursive: true, force: true });
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal() === 0, 'the server to see every connection of the test closed');
+  await closeAll('the server to see every connection of the test closed');
 });
 
 // ------------------------------------------------------------------ helpers
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function openTotal(): number {
-  const counters = new Int32Array(srv.supervisor['counters']);
-  let n = 0;
-  for (let i = 0; i < srv.supervisor.shardCount; i++) n += Atomics.load(counters, COUNTER_OPEN + i);
-  return n;
-}
-
-/** A line client over a plain or a TLS socket: exact bytes out, CRLF-terminated lines in. */
-class Wire {
-  readonly socket: Socket;
-  buffer = '';
-  closed = false;
-  private waiters: (() => void)[] = [];
-
-  constructor(socket: Socket) {
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.on('data', (b: Buffer) => {
-      this.buffer += b.toString('latin1');
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    socket.on('error', () => {});
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  write(text: string): void {
-    this.socket.write(text, 'latin1');
-  }
-
-  async until(pred: (buf: string) => boolean, ms = 5000, what = 'condition'): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!pred(this.buffer)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.buffer)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async line(ms = 5000): Promise<string> {
-    await this.until((b) => b.includes('\n'), ms, 'a line');
-    const i = this.buffer.indexOf('\n');
-    const raw = this.buffer.slice(0, i + 1);
-    this.buffer = this.buffer.slice(i + 1);
-    if (!raw.endsWith('\r\n')) throw new Error(`line not terminated by CRLF: ${JSON.stringify(raw)}`);
-    return raw.slice(0, -2);
-  }
-
-  async lines(n: number, ms = 5000): Promise<string[]> {
-    const out: string[] = [];
-    for (let i = 0; i < n; i++) out.push(await this.line(ms));
-    return out;
-  }
-
-  async request(cmd: string, ms = 5000): Promise<string> {
-    this.write(`${cmd}\r\n`);
-    return this.line(ms);
-  }
-
-  async closedByServer(ms = 5000): Promise<void> {
-    await this.until(() => this.closed, ms, 'the connection to close');
-  }
-
-  async silence(ms: number): Promise<string> {
-    await sleep(ms);
-    return this.buffer;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-function plain(): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ port: srv.port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      const w = new Wire(s);
-      opened.push(w);
-      resolve(w);
-    });
-    s.once('error', reject);
-  });
+/** A plain TCP connection to `port` (the device port unless another is given: bytes that are not TLS). */
+async function plain(port = srv.port): Promise<TestClient> {
+  const c = await TestClient.open(port);
+  opened.push(c);
+  return c;
 }
 
 /**
  * A TLS connection to the TLS port that trusts only the generated certificate. It runs over a TCP socket of
  * our own (`tcp`), so a test can reset that socket under the TLS session.
  */
-async function secure(): Promise<Wire & { tcp: Socket }> {
+async function secure(): Promise<TestClient & { tcp: Socket }> {
   const tcp = await new Promise<Socket>((resolve, reject) => {
     const s = netConnect({ port: srv.tlsPort, host: '127.0.0.1' });
     s.once('connect', () => resolve(s));
@@ -182,7 +81,7 @@ async function secure(): Promise<Wire & { tcp: Socket }> {
   return new Promise((resolve, reject) => {
     const s = tlsConnect({ socket: tcp, servername: 'localhost', ca: cert });
     s.once('secureConnect', () => {
-      const w = Object.assign(new Wire(s), { tcp });
+      const w = Object.assign(TestClient.over(s), { tcp });
       opened.push(w);
       resolve(w);
     });
@@ -190,7 +89,7 @@ async function secure(): Promise<Wire & { tcp: Socket }> {
   });
 }
 
-async function reg<W extends Wire>(w: W, key: string, id: string): Promise<W> {
+async function reg<W extends TestClient>(w: W, key: string, id: string): Promise<W> {
   expect(await w.request(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
   return w;
 }
@@ -449,13 +348,13 @@ describe('TLS listener', () => {
     const p = await reg(await plain(), key, 'BP');
 
     // 1. Plain protocol bytes on the TLS port: no command runs, the connection is closed.
-    const raw1 = await rawTo(srv.tlsPort);
+    const raw1 = await plain(srv.tlsPort);
     raw1.write(`TCP:ID:${key}:EVIL\r\n`);
     await raw1.closedByServer();
     expect(raw1.buffer).not.toContain('[OK');
     expect(raw1.buffer).not.toContain('[FAIL');
     // 2. Random garbage.
-    const raw2 = await rawTo(srv.tlsPort);
+    const raw2 = await plain(srv.tlsPort);
     const junk2 = randomBytes(65536);
     junk2[0] = 0; // not a TLS record type: a valid one could make the server wait for the rest of a record
     raw2.socket.write(junk2);
@@ -472,16 +371,16 @@ describe('TLS listener', () => {
     expect(untrusting).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');
     // 4. A truncated ClientHello, then a reset; 5. a ClientHello, then silence, then a reset.
     const hello = await captureClientHello();
-    const raw4 = await rawTo(srv.tlsPort);
+    const raw4 = await plain(srv.tlsPort);
     raw4.socket.write(hello.subarray(0, Math.floor(hello.length / 2)));
     await sleep(50);
     raw4.socket.resetAndDestroy();
-    const raw5 = await rawTo(srv.tlsPort);
+    const raw5 = await plain(srv.tlsPort);
     raw5.socket.write(hello);
     await raw5.until((b) => b.length > 0, 5000, 'the ServerHello');
     raw5.socket.resetAndDestroy();
     // 6. Fifty garbage connections at once.
-    const many = await Promise.all(Array.from({ length: 50 }, () => rawTo(srv.tlsPort)));
+    const many = await Promise.all(Array.from({ length: 50 }, () => plain(srv.tlsPort)));
     for (const m of many) {
       // Garbage that cannot start a TLS record (a valid first byte could make the server wait for the rest).
       const junk = randomBytes(300);
@@ -522,19 +421,6 @@ describe('TLS listener', () => {
     expect(await t.line()).toBe('PUSH:new');
   });
 });
-
-/** A plain TCP connection to `port` (for bytes that are not TLS). */
-function rawTo(port: number): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      const w = new Wire(s);
-      opened.push(w);
-      resolve(w);
-    });
-    s.once('error', reject);
-  });
-}
 
 /** The bytes of a real ClientHello, captured from node:tls against a throwaway local listener. */
 async function captureClientHello(): Promise<Buffer> {

@@ -8,13 +8,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { apiCall, apiMust, type Json } from './helpers/api.ts';
+import { type Json, suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
+import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
-import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
+import { sleep, waitFor } from './helpers/shards.ts';
 
 let srv: TestServer;
-const opened: TestClient[] = [];
+const connections = devices(() => srv);
+const { opened, open, closeAll } = connections;
+const { peer, dev, devOn, nothingMore } = peers(connections, {});
+const { call, must, addNodes } = suiteApi(() => srv);
 
 beforeAll(async () => {
   srv = await startTestServer();
@@ -24,57 +29,10 @@ afterAll(async () => {
   await srv?.stop();
 });
 afterEach(async () => {
-  for (const c of opened.splice(0)) c.close();
-  await waitFor(() => openTotal(srv) === 0, 'every device connection of the test to close', 10000);
+  await closeAll('every device connection of the test to close', 10000);
 });
 
 // ------------------------------------------------------------------ helpers
-
-/**
- * A registered device. Replies (`[...]`) and deliveries (`PUSH:...`) share one socket, so lines are sorted:
- * `req` returns the reply to a command and keeps deliveries that arrive meanwhile in `inbox`, in order.
- */
-class Peer {
-  readonly c: TestClient;
-  readonly id: string;
-  readonly inbox: string[] = [];
-  constructor(c: TestClient, id: string) {
-    this.c = c;
-    this.id = id;
-  }
-
-  async req(cmd: string): Promise<string> {
-    this.c.write(`${cmd}\r\n`);
-    for (;;) {
-      const l = await this.c.line();
-      if (l.startsWith('PUSH:')) this.inbox.push(l);
-      else return l;
-    }
-  }
-
-  /** The next n deliveries, in order. */
-  async recv(n: number, ms = 5000): Promise<string[]> {
-    while (this.inbox.length < n) {
-      const l = await this.c.line(ms);
-      if (!l.startsWith('PUSH:')) throw new Error(`${this.id}: unexpected reply ${l} while waiting for deliveries`);
-      this.inbox.push(l);
-    }
-    return this.inbox.splice(0, n);
-  }
-}
-
-async function open(s: TestServer = srv): Promise<TestClient> {
-  const c = await TestClient.open(s.port);
-  opened.push(c);
-  return c;
-}
-
-async function dev(key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const c = await open(s);
-  const p = new Peer(c, id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
 
 /** Registers many devices, `batch` at a time. */
 async function devs(key: string, ids: string[], batch = 50): Promise<Peer[]> {
@@ -83,38 +41,6 @@ async function devs(key: string, ids: string[], batch = 50): Promise<Peer[]> {
     out.push(...(await Promise.all(ids.slice(i, i + batch).map((id) => dev(key, id)))));
   }
   return out;
-}
-
-/** Opens connections until one lands on shard `shard`; misplaced ones stay open until the end of the test. */
-async function openOn(shard: number, s: TestServer = srv): Promise<TestClient> {
-  const mine = (): number => opened.filter((c) => !c.closed && c.socket.remotePort === s.port).length;
-  for (let attempt = 0; attempt < 200; attempt++) {
-    await waitFor(() => openTotal(s) === mine(), 'connection counts to settle');
-    const before = openPerShard(s);
-    const total = before.reduce((a, b) => a + b, 0);
-    const c = await open(s);
-    await waitFor(() => openTotal(s) === total + 1, 'the server to count the new connection');
-    const landed = openPerShard(s).findIndex((v, i) => v !== before[i]);
-    if (landed === shard) return c;
-  }
-  throw new Error(`no connection landed on shard ${shard}`);
-}
-
-async function devOn(shard: number, key: string, id: string, s: TestServer = srv): Promise<Peer> {
-  const p = new Peer(await openOn(shard, s), id.toUpperCase());
-  expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id.toUpperCase()}]`);
-  return p;
-}
-
-let marks = 0;
-/**
- * Proves `to` received nothing from `from` beyond what was already consumed: `from` sends a RID marker and it
- * must be the very next delivery (deliveries from one sender to one device arrive in order).
- */
-async function nothingMoreFrom(from: Peer, key: string, to: Peer): Promise<void> {
-  const mark = `mark-${++marks}`;
-  expect(await from.req(`TCP:PUSH:${key}:RID:${to.id}:${mark}`)).toBe('[OK:DATA_SENT]');
-  expect(await to.recv(1), `${to.id} got something unexpected from ${from.id}`).toEqual([`PUSH:${mark}`]);
 }
 
 let seq = 0;
@@ -133,37 +59,17 @@ async function group(
   const data = `${target.replace(/:/g, '-')}-${++seq}`;
   expect(await sender.req(`TCP:PUSH:${key}:${target}:${data}`), `${sender.id} ${target}`).toBe(reply);
   for (const r of recipients) expect(await r.recv(1), `${r.id} from ${sender.id} ${target}`).toEqual([`PUSH:${data}`]);
-  for (const o of others) if (o !== sender) await nothingMoreFrom(sender, key, o);
+  for (const o of others) if (o !== sender) await nothingMore(sender, key, o);
   // The sender never receives its own message: its next reply is the next line it sees.
   expect(await sender.req(`TCP:GID:${key}`)).toBe(`[OK:${sender.id}]`);
   expect(sender.inbox).toEqual([]);
 }
-
-/** The operator API on this suite's server (or `port`). */
-const call = (
-  method: string,
-  path: string,
-  body?: unknown,
-  opts: { auth?: string; port?: number } = {},
-): Promise<{ status: number; body: Json }> => apiCall(opts.port ?? srv.httpPort, method, path, body, opts.auth);
-
-/** Calls the API and asserts the status. */
-const must = (status: number, method: string, path: string, body?: unknown, port?: number): Promise<Json> =>
-  apiMust(port ?? srv.httpPort, status, method, path, body);
 
 let mails = 0;
 function account(s: TestServer = srv): { email: string; key: string; path: string } {
   const email = `topo-${++mails}-${process.pid}@topo.example`;
   const key = s.newKey(email);
   return { email, key, path: `/api/v1/accounts/${email}` };
-}
-
-async function addNodes(path: string, nodes: [string, string | null][], parallel = 1, port?: number): Promise<void> {
-  for (let i = 0; i < nodes.length; i += parallel) {
-    await Promise.all(
-      nodes.slice(i, i + parallel).map(([id, parent]) => must(201, 'POST', `${path}/tree/nodes`, { id, parent }, port)),
-    );
-  }
 }
 
 // ------------------------------------------------------------------ every target
@@ -219,7 +125,7 @@ describe('every PUSH target and reply, with a tree built through the API', () =>
     expect(await d!.req(`TCP:PUSH:${key}:PARENT:to-offline`)).toBe('[FAIL:REM_ID]');
     expect(await root1!.req(`TCP:PUSH:${key}:PARENT:x`)).toBe('[FAIL:NO_PARENT]');
     expect(await u!.req(`TCP:PUSH:${key}:PARENT:x`)).toBe('[FAIL:NO_PARENT]');
-    for (const o of but(a!, root1!, a1!)) await nothingMoreFrom(a1!, key, o);
+    for (const o of but(a!, root1!, a1!)) await nothingMore(a1!, key, o);
   });
 
   it('RO:<ROUTER>: members but the sender, offline members counted, names upper-cased; NO_ROUTER', async () => {
@@ -359,7 +265,7 @@ describe('trees and routers of any shape', () => {
     expect(await members[0]!.req(`TCP:PUSH:${key}:RO:R2:not-a-member`)).toBe('[FAIL:NO_ROUTER]');
     expect(await hub.req(`TCP:PUSH:${key}:RO:EVERYONE:all`)).toBe('[OK:20/40]');
     for (const m of members) expect(await m.recv(1)).toEqual(['PUSH:all']);
-    for (const m of members) await nothingMoreFrom(hub, key, m);
+    for (const m of members) await nothingMore(hub, key, m);
   });
 });
 
@@ -537,10 +443,10 @@ describe('operator edits apply to live connections before the API call returns',
     }
     expect(xReceived).toBe(xDelivered);
     for (const x of xs) {
-      await nothingMoreFrom(xp!, key, x);
-      await nothingMoreFrom(xq!, key, x);
+      await nothingMore(xp!, key, x);
+      await nothingMore(xq!, key, x);
     }
-    for (const o of [...gs, t1!, s1!, xp!, xq!]) await nothingMoreFrom(gp!, key, o);
+    for (const o of [...gs, t1!, s1!, xp!, xq!]) await nothingMore(gp!, key, o);
     // Final state: the stable group still routes exactly.
     await group(key, gp!, 'CHILDS', '[OK:ALL_4]', gs, [s1!, t1!, xp!, xq!, ...xs]);
   });
@@ -585,7 +491,7 @@ describe('operator edits apply to live connections before the API call returns',
       );
       expect(await a.req(`TCP:PUSH:${key}:PARENT:hi-${round}`)).toBe('[OK:DATA_SENT]');
       expect(await home.recv(1)).toEqual([`PUSH:hi-${round}`]);
-      await nothingMoreFrom(a, key, away);
+      await nothingMore(a, key, away);
     }
     // Make A a root: it is now a friend of the roots, and no parent's child.
     await must(200, 'PATCH', `${path}/tree/nodes/A`, { parent: null });
@@ -608,7 +514,7 @@ describe('operator edits apply to live connections before the API call returns',
       await must(200, 'PUT', `${path}/aliases/my-friend`, { target: to.id.toLowerCase() });
       expect(await s.req(`TCP:PUSH:${key}:ALIAS:MY-FRIEND:r${round}`)).toBe('[OK:DATA_SENT]');
       expect(await to.recv(1)).toEqual([`PUSH:r${round}`]);
-      await nothingMoreFrom(s, key, other);
+      await nothingMore(s, key, other);
     }
     await must(200, 'PUT', `${path}/aliases/MY-FRIEND`, { targets: ['A', 'B'] });
     await group(key, s, 'ALIAS:MY-FRIEND', '[OK:ALL_2]', [a, b]);
@@ -616,7 +522,7 @@ describe('operator edits apply to live connections before the API call returns',
     expect(await s.req(`TCP:PUSH:${key}:ALIAS:MY-FRIEND:x`)).toBe('[FAIL:REM_ID]');
     await must(204, 'DELETE', `${path}/aliases/MY-FRIEND`);
     expect(await s.req(`TCP:PUSH:${key}:ALIAS:MY-FRIEND:x`)).toBe('[FAIL:NO_ALIAS]');
-    for (const o of [a, b]) await nothingMoreFrom(s, key, o);
+    for (const o of [a, b]) await nothingMore(s, key, o);
   });
 
   it('removing a router member stops delivery to it at once; removing the sender or the router stops it all', async () => {
@@ -640,7 +546,7 @@ describe('operator edits apply to live connections before the API call returns',
     await group(key, b, 'RO:LIGHTS', '[OK:ALL_1]', [a], [s, c]);
     await must(204, 'DELETE', `${path}/routers/LIGHTS`);
     expect(await b.req(`TCP:PUSH:${key}:RO:LIGHTS:x`)).toBe('[FAIL:NO_ROUTER]');
-    for (const o of [s, a, c]) await nothingMoreFrom(b, key, o);
+    for (const o of [s, a, c]) await nothingMore(b, key, o);
   });
 
   it('KEY reset: the old KEY fails at once on every shard ([FAIL:INVALID_KEY]); the new one works', async () => {
@@ -764,7 +670,7 @@ describe('persistence across a restart', () => {
       const connect = async (id: string): Promise<Peer> => {
         const c = await TestClient.open(s.port);
         mine.push(c);
-        const p = new Peer(c, id);
+        const p = peer(c, id);
         expect(await p.req(`TCP:ID:${key}:${id}`)).toBe(`[OK:${id}]`);
         return p;
       };

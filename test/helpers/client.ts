@@ -27,12 +27,18 @@ export class TestClient {
     socket.on('error', () => {});
   }
 
-  static open(port: number, host = '127.0.0.1'): Promise<TestClient> {
+  /** Connects to `host:port`, from `localAddress` when given (the per-address limits are tested from 127.0.0.x). */
+  static open(port: number, host = '127.0.0.1', localAddress?: string): Promise<TestClient> {
     return new Promise((resolve, reject) => {
-      const s = connect({ port, host });
+      const s = connect(localAddress === undefined ? { port, host } : { port, host, localAddress });
       s.once('connect', () => resolve(new TestClient(s)));
       s.once('error', reject);
     });
+  }
+
+  /** A client over a socket that is already connected (a TLS session, say). */
+  static over(socket: Socket): TestClient {
+    return new TestClient(socket);
   }
 
   private wake(): void {
@@ -106,4 +112,21 @@ export async function device(port: number, key: string, id: string): Promise<Tes
   const reply = await c.request(`TCP:ID:${key}:${id}`);
   if (reply !== `[OK:${id.toUpperCase()}]`) throw new Error(`registering ${id}: ${reply}`);
   return c;
+}
+
+/** A `[SYNC:dd.MM.yyyy_HH:mm:ss]` liveness line (PROTOCOL.md §2), its six fields as groups. */
+export const SYNC_RE = /^\[SYNC:(\d{2})\.(\d{2})\.(\d{4})_(\d{2}):(\d{2}):(\d{2})\]$/;
+
+/** Reads lines until one that is not a SYNC line (servers with a short COM_CHK interleave them). */
+export async function reply(c: TestClient, ms = 5000): Promise<string> {
+  for (;;) {
+    const l = await c.line(ms);
+    if (!SYNC_RE.test(l)) return l;
+  }
+}
+
+/** Sends a command and returns its reply, skipping SYNC lines. */
+export async function ask(c: TestClient, cmd: string): Promise<string> {
+  c.write(`${cmd}\r\n`);
+  return reply(c);
 }
