@@ -8,7 +8,7 @@ import { startHttp } from './api/http.ts';
 import { OperatorApi } from './api/operator.ts';
 import { advertisedAddress, Backplane } from './cluster/backplane.ts';
 import { loadConfig } from './config/load.ts';
-import type { Config, ConfigOverrides } from './config/schema.ts';
+import { type Config, type ConfigOverrides, shardCount } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { Outbox } from './services/outbox.ts';
 import { RedisStore } from './store/redis.ts';
@@ -72,7 +72,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       if (!(err instanceof StoreError && err.code === 'EXISTS')) throw err;
     }
   }
-  const workers = config.PServer.WORKERS || availableParallelism();
+  const workers = shardCount(config.PServer.WORKERS, availableParallelism());
   const supervisor = new Supervisor(config, store, log, workers);
   const outbox = new Outbox(store, config, log);
   supervisor.outbox = outbox;

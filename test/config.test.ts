@@ -22,6 +22,7 @@ import {
   MAX_WORKERS,
   planValue,
   SCHEMA,
+  shardCount,
 } from '../src/config/schema.ts';
 
 const CONF_PATH = join(import.meta.dirname, '..', 'config', 'Server.conf');
@@ -208,6 +209,11 @@ describe('errors name the file and the line', () => {
 });
 
 describe('environment overrides P2PC_<BLOCK>_<KEY>', () => {
+  it('PServer.WORKERS = 0 runs one shard per core but one, at least one; a number is taken as it is', () => {
+    expect([1, 2, 3, 4, 8, 64].map((cores) => shardCount(0, cores))).toEqual([1, 1, 2, 3, 7, 63]);
+    expect([shardCount(4, 2), shardCount(1, 64), shardCount(2, 2)]).toEqual([4, 1, 2]);
+  });
+
   it('P2PC_PSERVER_SERVERPORT, P2PC_STORE_PATH, P2PC_PSERVER_WORKERS', () => {
     const c = loadConfig({
       env: { P2PC_PSERVER_SERVERPORT: '9000', P2PC_STORE_PATH: '/srv/p2p', P2PC_PSERVER_WORKERS: '4' },

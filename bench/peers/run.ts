@@ -8,7 +8,7 @@
 // Environment knobs: BENCH_PEERS_RUNS (3), BENCH_PEERS_P2P (2000000 messages), BENCH_PEERS_FANOUT (100000 messages
 // to 100 subscribers), BENCH_PEERS_CAP_S (15 s per throughput run), BENCH_PEERS_RTT (10000 round trips),
 // BENCH_PEERS_IDLE (10000 idle connections), BENCH_PEERS_CONNS (5000 connections for the connection rate),
-// BENCH_PEERS_WORKERS (0 = P2Pcluster's default, one shard per core), BENCH_PEERS_SYSTEMS (comma list, all),
+// BENCH_PEERS_WORKERS (0 = P2Pcluster's default, one shard per core but one), BENCH_PEERS_SYSTEMS (comma list, all),
 // BENCH_PEERS_MODES ("raw,library"), BENCH_PEERS_README (1; 0 leaves README.md alone).
 
 import { execFileSync } from 'node:child_process';
@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { shardCount } from '../../src/config/schema.ts';
 import { percentile } from '../load.ts';
 import { rssBytes } from '../server.ts';
 import { type Driver, openMany } from './flow.ts';
@@ -281,7 +282,8 @@ function machine(): string {
 const loadAtStart = loadavg()[0]!;
 
 function report(systems: System[], skipped: Map<System, string>, minutes: number, h: string): string {
-  const workers = WORKERS === 0 ? `default (${availableParallelism()}, one per core)` : String(WORKERS);
+  const workers =
+    WORKERS === 0 ? `default (${shardCount(0, availableParallelism())}, one per core but one)` : String(WORKERS);
   const versions = systems.filter((s) => s !== 'P2Pcluster' && !skipped.has(s)).map(versionOf);
   const libs = [
     ...LIBRARIES.map((l) => `${l} ${packageVersion(l)}`),

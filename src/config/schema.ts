@@ -42,7 +42,13 @@ export const SCHEMA = {
       max: 1024,
       doc: "young-generation heap of each shard thread in MB (0 = V8's default): smaller keeps idle memory low",
     },
-    WORKERS: { type: 'int', def: 0, min: 0, max: MAX_WORKERS, doc: 'shard worker threads (0 = number of cores)' },
+    WORKERS: {
+      type: 'int',
+      def: 0,
+      min: 0,
+      max: MAX_WORKERS,
+      doc: 'shard worker threads (0 = one per core but one, at least 1: a core stays free for the network stack and the supervisor)',
+    },
     DNS: { type: 'string', def: '', doc: 'public host name of this server, used in links sent to users' },
     IP_VELOCITY: {
       type: 'int',
@@ -274,6 +280,15 @@ export type Config = {
 export type ConfigOverrides = {
   [B in BlockName]?: { [K in keyof Schema[B]]?: ValueOf<Schema[B][K]> };
 };
+
+/**
+ * Shards to run: PServer.WORKERS, or for 0 one per core but one (at least one). The kernel's network stack, the
+ * supervisor thread and the store need CPU too; on a small machine a second shard costs more in cross-thread
+ * hand-offs (round-trip latency tails) than it gains (docs/performance.md).
+ */
+export function shardCount(workers: number, cores: number): number {
+  return workers > 0 ? workers : Math.max(1, cores - 1);
+}
 
 /** Plan-level lookup: levels are 1..4. */
 export function planValue(list: readonly number[], level: number): number {
