@@ -75,8 +75,8 @@ export function cmdPush(
   const reply = deliverGroup(shard, conn, acct, data, target);
   if (reply === null) return; // answered once other nodes were reached (cluster mode)
   shard.send(conn, reply);
-  // Every member delivered or counted without a hold: the following lines with this prefix may be taken in bulk.
-  if (groupHeld === 0) routedTarget = target;
+  // Delivered, and no member held: the following lines with this prefix may be taken in bulk.
+  if (groupHeld === 0 && groupDelivered > 0) routedTarget = target;
 }
 
 const GROUP = 0;
@@ -218,8 +218,12 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
  */
 /** Cluster mode: the members of the group being delivered that are not on this node. */
 const awayIds: string[] = [];
-/** Members the last deliverGroup held or routed to other nodes (its push is then not taken for a bulk route). */
+/**
+ * Members the last deliverGroup held or routed to other nodes, and delivered: a push that held some or delivered none
+ * does not make its prefix a bulk route.
+ */
 let groupHeld = 0;
+let groupDelivered = 0;
 
 function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string | null {
   const scratch = shard.scratch;
@@ -274,6 +278,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   }
   members.length = 0;
   groupHeld = away !== null || holding ? held : 0;
+  groupDelivered = delivered;
   shard.metrics.delivered[target]! += delivered;
   if (away !== null && away.length > 0) {
     shard.routeGroup(conn, acct, data, awayIds.splice(0), delivered, total, target);
@@ -552,6 +557,9 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   if (count === 0) {
     runPeers.length = 0;
     for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
+    // The group's state, not the line, keeps this run out of bulk: stop collecting it for every line that follows
+    // (a clean push through the general path makes the prefix a route again).
+    if (!taken) conn.route = null;
     return pos;
   }
   const p = runEnd;
