@@ -19,7 +19,8 @@ const opened: TestClient[] = [];
 beforeAll(async () => {
   // LINE_IDLE_MS high: a pause between two writes of a split stream never makes half a line a legacy command.
   [srv, tight] = await Promise.all([
-    startTestServer({ NODE: { LINE_IDLE_MS: 5000 } }),
+    // Plan level 4 holds pushes for offline devices; the other tests' accounts (level 2) hold nothing.
+    startTestServer({ NODE: { LINE_IDLE_MS: 5000 }, USER: { '4HOLDPUSH': [0, 0, 0, 1] } }),
     startTestServer({ NODE: { MAX_OUTBUF: 65536, WRITE_DEADLINE: 120 } }),
   ]);
   expect(srv.supervisor.shardCount).toBe(2);
@@ -309,6 +310,44 @@ describe('pipelined FRIENDS pushes and members that cannot take them', () => {
       for (const c of [sender, a, b]) expect(c.buffer).toBe('');
     }, 120000);
   }
+
+  it('with holding on, an offline member keeps the pushes out of bulk: each is held, in order, and the reply counts it', async () => {
+    const email = `bulk-hold-${process.pid}@bulk.example`;
+    const key = srv.newKey(email, 4); // plan level 4 holds pushes for offline devices
+    const path = `/api/v1/accounts/${email}`;
+    for (const [id, parent] of [
+      ['S', null],
+      ['C1', 'S'],
+      ['OFF', 'S'],
+    ] as const) {
+      await must(201, 'POST', `${path}/tree/nodes`, { id, parent });
+    }
+    const sender = await devOn(key, 'S', 0);
+    const c1 = await devOn(key, 'C1', 1);
+    // A clean run first (OFF online), then OFF leaves and the same prefix goes on.
+    const off = await devOn(key, 'OFF', 0);
+    let bytes = '';
+    for (let i = 0; i < 200; i++) bytes += `TCP:PUSH:${key}:CHILDS:a${i}\r\n`;
+    sender.write(bytes);
+    expect(await sender.lines(200, 20000)).toEqual(Array(200).fill('[OK:ALL_2]'));
+    const first = Array.from({ length: 200 }, (_, i) => `PUSH:a${i}`);
+    for (const c of [c1, off]) expect(await c.lines(200, 20000)).toEqual(first);
+    expect(await off.request(`TCP:REMID:${key}`)).toBe('[OK:NODEREMOVED]');
+    off.close();
+    bytes = '';
+    for (let i = 0; i < 300; i++) bytes += `TCP:PUSH:${key}:CHILDS:b${i}\r\n`;
+    sender.write(bytes);
+    expect(await sender.lines(300, 20000)).toEqual(Array(300).fill('[OK:1/2]'));
+    const second = Array.from({ length: 300 }, (_, i) => `PUSH:b${i}`);
+    expect(await c1.lines(300, 20000)).toEqual(second);
+    // OFF comes back: its backlog right after [OK:OFF], in order, once.
+    const back = await openOn(1);
+    back.write(`TCP:ID:${key}:OFF\r\n`);
+    expect(await back.lines(301, 20000)).toEqual(['[OK:OFF]', ...second]);
+    expect(await sender.request(`TCP:PUSH:${key}:CHILDS:after`)).toBe('[OK:ALL_2]');
+    for (const c of [c1, back]) expect(await c.line()).toBe('PUSH:after');
+    for (const c of [sender, c1, back]) expect(c.buffer).toBe('');
+  }, 60000);
 
   it('a member receiving a RAW stream gets nothing injected; the others get every push', async () => {
     const { key } = account();

@@ -76,8 +76,8 @@ export function cmdPush(
   const reply = deliverGroup(shard, conn, acct, data, target);
   if (reply === null) return; // answered once other nodes were reached (cluster mode)
   shard.send(conn, reply);
-  // Every member delivered or counted without a hold: the following lines with this prefix may be taken in bulk.
-  if (groupHeld === 0) routedTarget = target;
+  // Delivered, and no member held: the following lines with this prefix may be taken in bulk.
+  if (groupHeld === 0 && groupDelivered > 0) routedTarget = target;
 }
 
 const GROUP = 0;
@@ -223,8 +223,12 @@ function pushOne(shard: ShardActor, conn: Connection, acct: Account, id: string,
 const awayIds: string[] = [];
 /** Cluster mode: the group being delivered also has every live device outside the tree on other nodes (FRIENDS). */
 let friendsElsewhere = false;
-/** Members the last deliverGroup held or routed to other nodes (its push is then not taken for a bulk route). */
+/**
+ * Members the last deliverGroup held or routed to other nodes, and delivered: a push that held some or delivered none
+ * does not make its prefix a bulk route.
+ */
 let groupHeld = 0;
+let groupDelivered = 0;
 
 function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: string, target: Target): string | null {
   const scratch = shard.scratch;
@@ -279,6 +283,7 @@ function deliverGroup(shard: ShardActor, conn: Connection, acct: Account, data: 
   }
   members.length = 0;
   groupHeld = away !== null || holding ? held : 0;
+  groupDelivered = delivered;
   shard.metrics.delivered[target]! += delivered;
   const friends = friendsElsewhere;
   friendsElsewhere = false;
@@ -514,10 +519,12 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   const kind = collect(shard, conn, acct, target, route.name);
   if (kind === FAILED) return pos;
   if (friendsElsewhere) {
-    // Cluster mode, FRIENDS outside the tree: other nodes' devices are friends too; the general path asks for them.
+    // Cluster mode, FRIENDS outside the tree: other nodes' devices are friends too; the general path asks for them
+    // (and its reply waits for them, so the prefix is no bulk route).
     friendsElsewhere = false;
     members.length = 0;
     memberIds.length = 0;
+    conn.route = null;
     return pos;
   }
   if (kind === SINGLE) addMember(acct, singleId);
@@ -566,6 +573,9 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   if (count === 0) {
     runPeers.length = 0;
     for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
+    // The group's state, not the line, keeps this run out of bulk: stop collecting it for every line that follows
+    // (a clean push through the general path makes the prefix a route again).
+    if (!taken) conn.route = null;
     return pos;
   }
   const p = runEnd;
