@@ -8,6 +8,7 @@
 
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { prng, splitAt } from './helpers/chunks.ts';
 import { TestClient } from './helpers/client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, openTotal, sleep, waitFor } from './helpers/shards.ts';
@@ -61,30 +62,6 @@ async function openOn(s: TestServer, shard: number): Promise<TestClient> {
     c.close();
   }
   throw new Error(`no connection landed on shard ${shard}`);
-}
-
-/** Deterministic PRNG (mulberry32) so garbage and splits are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Splits `s` at the given (sorted, distinct, in 1..len-1) indexes. */
-function splitAt(s: string, cuts: readonly number[]): string[] {
-  const out: string[] = [];
-  let prev = 0;
-  for (const c of cuts) {
-    out.push(s.slice(prev, c));
-    prev = c;
-  }
-  out.push(s.slice(prev));
-  return out;
 }
 
 // ------------------------------------------------------------------ the representative script

@@ -7,6 +7,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { apiMust } from './helpers/api.ts';
+import { prng, splitAt } from './helpers/chunks.ts';
 import { TestClient } from './helpers/client.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, openTotal, waitFor } from './helpers/shards.ts';
@@ -67,29 +68,6 @@ function account(s: TestServer = srv): { key: string; path: string } {
 
 const must = (status: number, method: string, path: string, body?: unknown): Promise<unknown> =>
   apiMust(srv.httpPort, status, method, path, body);
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function splitAt(s: string, cuts: readonly number[]): string[] {
-  const out: string[] = [];
-  let prev = 0;
-  for (const c of cuts) {
-    out.push(s.slice(prev, c));
-    prev = c;
-  }
-  out.push(s.slice(prev));
-  return out;
-}
 
 interface Stream {
   bytes: string;
