@@ -32,15 +32,21 @@ function rateAllows(shard: ShardActor, acct: Account): boolean {
   return true;
 }
 
-/** Remembers a pushed payload for RETDATA (the shard copies fresh entries after the chunk). */
-function remember(shard: ShardActor, conn: Connection, data: string): void {
-  const size = shard.config.NODE.DATA_CACHE;
-  if (size === 0) return;
+/** The connection's RETDATA ring, allocated on its first push. */
+function cacheOf(conn: Connection, size: number): string[] {
   let cache = conn.cache;
   if (cache === null) {
     cache = new Array<string>(size);
     conn.cache = cache;
   }
+  return cache;
+}
+
+/** Remembers a pushed payload for RETDATA (the shard copies fresh entries after the chunk). */
+function remember(shard: ShardActor, conn: Connection, data: string): void {
+  const size = shard.config.NODE.DATA_CACHE;
+  if (size === 0) return;
+  const cache = cacheOf(conn, size);
   cache[conn.cacheNext] = data;
   conn.cacheNext = (conn.cacheNext + 1) % size;
   conn.cacheFresh++;
@@ -611,11 +617,7 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
 function rememberRun(shard: ShardActor, conn: Connection, s: string, plen: number, p: number, count: number): void {
   const size = shard.config.NODE.DATA_CACHE;
   if (size === 0) return;
-  let cache = conn.cache;
-  if (cache === null) {
-    cache = new Array<string>(size);
-    conn.cache = cache;
-  }
+  const cache = cacheOf(conn, size);
   let next = (conn.cacheNext + count) % size;
   conn.cacheNext = next;
   conn.cacheFresh += count;
