@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { startRedis } from '../test/helpers/redis.ts';
 import { PAYLOAD, pipeline, register } from './load.ts';
 import { link, measure as measureRaw } from './raw.ts';
-import { ADMIN, cpuMicros, type Server, startServer, stopServer } from './server.ts';
+import { adminApi, cpuMicros, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const env = process.env;
@@ -23,16 +23,8 @@ const FANOUT = Number(env.BENCH_CLUSTER_FANOUT ?? 1000);
 
 let seq = 0;
 
-async function api(s: Server, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
-  const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-  return text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
-}
+const api = async (s: Server, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> =>
+  ((await adminApi(s, method, path, body)) ?? {}) as Record<string, unknown>;
 
 export async function newAccount(s: Server): Promise<{ key: string; path: string }> {
   const email = `cb${++seq}@bench.example`;

@@ -17,7 +17,7 @@ import { countLines, openSocket, PAYLOAD, percentile, pingPong, pipeline, regist
 import { runMicro } from './micro.ts';
 import { presenceBench } from './presence.ts';
 import { rawBench } from './raw.ts';
-import { ADMIN, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
+import { adminApi, cpuMicros, rssBytes, type Server, startServer, stopServer } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const env = process.env;
@@ -111,16 +111,7 @@ async function idleRss(s: Server): Promise<number> {
   return (after - before) / IDLE;
 }
 
-async function api(s: Server, method: string, path: string, body?: unknown): Promise<unknown> {
-  const res = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return text === '' ? null : JSON.parse(text);
-}
+const api = adminApi;
 
 /** Runs fn over items with at most `n` calls in flight. */
 async function inParallel<T>(items: T[], n: number, fn: (x: T) => Promise<unknown>): Promise<void> {

@@ -81,3 +81,15 @@ export function cpuMicros(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks of 10 ms
 }
+
+/** One operator API call with the admin token; the parsed JSON body (null when empty); throws on a non-2xx status. */
+export async function adminApi(s: Server, method: string, path: string, body?: unknown): Promise<unknown> {
+  const res = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text === '' ? null : JSON.parse(text);
+}

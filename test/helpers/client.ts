@@ -1,6 +1,7 @@
 // A raw TCP test client: writes exact bytes, reads exact bytes, waits for lines with a deadline.
 
 import { connect, type Socket } from 'node:net';
+import { Wakeup } from './wakeup.ts';
 
 export class TestClient {
   readonly socket: Socket;
@@ -9,7 +10,7 @@ export class TestClient {
   closed = false;
   /** When set, every chunk holding a `[SYNC:` line is answered with an empty line, as a live device would. */
   answerSync = false;
-  private waiters: (() => void)[] = [];
+  private readonly arrivals = new Wakeup();
 
   private constructor(socket: Socket) {
     this.socket = socket;
@@ -18,11 +19,11 @@ export class TestClient {
       const text = b.toString('latin1');
       this.buffer += text;
       if (this.answerSync && text.includes('[SYNC:')) socket.write('\r\n');
-      this.wake();
+      this.arrivals.wake();
     });
     socket.on('close', () => {
       this.closed = true;
-      this.wake();
+      this.arrivals.wake();
     });
     socket.on('error', () => {});
   }
@@ -41,30 +42,17 @@ export class TestClient {
     return new TestClient(socket);
   }
 
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
   write(text: string): void {
     this.socket.write(text, 'latin1');
   }
 
   /** Waits until `pred(buffer)` holds or the deadline passes. */
-  async until(pred: (buf: string) => boolean, ms = 5000, what = 'condition'): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!pred(this.buffer)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.buffer)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  until(pred: (buf: string) => boolean, ms = 5000, what = 'condition'): Promise<void> {
+    return this.arrivals.until(
+      () => pred(this.buffer),
+      ms,
+      () => `timed out waiting for ${what}; received ${JSON.stringify(this.buffer)}`,
+    );
   }
 
   /** Next CRLF-terminated line, without its CRLF; fails if a line ends with a bare LF. */

@@ -3,6 +3,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { Wakeup } from './wakeup.ts';
 
 export const MiB = 1 << 20;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -23,7 +24,7 @@ export class Peer {
   private buf = EMPTY;
   private sink: ((b: Buffer) => void) | null = null;
   private onClosed: (() => void) | null = null;
-  private waiters: (() => void)[] = [];
+  private readonly arrivals = new Wakeup();
 
   constructor(sock: Socket) {
     this.sock = sock;
@@ -36,7 +37,7 @@ export class Peer {
     sock.on('close', () => {
       this.closed = true;
       this.onClosed?.();
-      this.wake();
+      this.arrivals.wake();
     });
     sock.on('error', () => {});
   }
@@ -56,13 +57,7 @@ export class Peer {
 
   private keep(b: Buffer): void {
     this.buf = this.buf.length === 0 ? b : Buffer.concat([this.buf, b]);
-    this.wake();
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    this.arrivals.wake();
   }
 
   /** What was received and not consumed, as latin1. */
@@ -70,19 +65,12 @@ export class Peer {
     return this.buf.toString('latin1');
   }
 
-  async until(pred: () => boolean, ms: number, what: string): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!pred()) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.id}: timed out waiting for ${what}; have ${JSON.stringify(this.text)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  until(pred: () => boolean, ms: number, what: string): Promise<void> {
+    return this.arrivals.until(
+      pred,
+      ms,
+      () => `${this.id}: timed out waiting for ${what}; have ${JSON.stringify(this.text)}`,
+    );
   }
 
   /** The next CRLF-terminated line, without its CRLF. */
