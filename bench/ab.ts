@@ -6,7 +6,7 @@
 // skips it), with the shards the two devices landed on.
 // Run the same script from each tree in turn (before, after, before, after) and compare within one session.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
@@ -25,6 +25,22 @@ function cpu(pid: number): [number, number] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return [(Number(f[11]) * 1e6) / 100, (Number(f[12]) * 1e6) / 100];
+}
+
+/** CPU µs (user + system) of each thread of a process, by thread id and name. */
+function threadCpu(pid: number): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      m.set(`${name}/${tid}`, ((Number(f[11]) + Number(f[12])) * 1e6) / 100);
+    } catch {
+      // the thread ended
+    }
+  }
+  return m;
 }
 
 /** The shard a registered ID landed on. */
@@ -91,8 +107,10 @@ try {
     const shards = workers === 1 ? [0, 0] : [await shardOf(s, ida), await shardOf(s, idb)];
     await pingPong(a, b, s.key, ida, idb, 500);
     const [u0, s0] = cpu(pid);
+    const th0 = threadCpu(pid);
     const t = await pingPong(a, b, s.key, ida, idb, count);
     const [u1, s1] = cpu(pid);
+    const th1 = threadCpu(pid);
     const sorted = [...t].sort((x, y) => x - y);
     const slow = t.filter((x) => x > 1000).length;
     process.stdout.write(
@@ -105,6 +123,16 @@ try {
         p999: Math.round(percentile(sorted, 99.9)),
         over1ms: slow,
         cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
+        // CPU µs per round trip of each thread that used any (AB_THREADS=1)
+        ...(process.env.AB_THREADS
+          ? {
+              threads: Object.fromEntries(
+                [...th1]
+                  .map(([k, v]) => [k, +((v - (th0.get(k) ?? 0)) / count).toFixed(1)] as const)
+                  .filter(([, v]) => v > 0),
+              ),
+            }
+          : {}),
       })}\n`,
     );
     if (process.env.AB_TRACE) writeFileSync(process.env.AB_TRACE, t.map((x) => x.toFixed(0)).join('\n'));

@@ -1,4 +1,4 @@
-// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout|cluster] [workers]` (cluster: two nodes
+// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout|rtt|cluster] [workers]` (cluster: two nodes
 // on one redis-server, pushes from a device on the first to a device on the second, both nodes profiled).
 // Starts the server with --cpu-prof, runs the load, stops it, and prints the top functions by self time
 // for every thread's profile. Profiles stay in bench/results/profiles/ for flame-graph tools.
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 import { newAccount } from './cluster.ts';
-import { PAYLOAD, pipeline, register } from './load.ts';
+import { PAYLOAD, pingPong, pipeline, register } from './load.ts';
 import { cpuMicros, startServer, stopServer } from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
@@ -35,6 +35,14 @@ if (s2 !== null) {
   const res = await pipeline(snd, [r], `TCP:PUSH:${key}:RID:PR:${PAYLOAD}\r\n`, 200_000, 1, 4096);
   deliveries = res.deliveries;
   process.stdout.write(`cross-node p2p ${Math.round(res.perSecond)} msgs/s\n`);
+} else if (kind === 'rtt') {
+  // One message in flight (as the round-trip benchmarks): the per-turn costs a pipelined load spreads thin.
+  const a = await register(s.port, s.key, 'PA');
+  const b = await register(s.port, s.key, 'PB');
+  await pingPong(a, b, s.key, 'PA', 'PB', 500);
+  const t = await pingPong(a, b, s.key, 'PA', 'PB', 30_000);
+  deliveries = t.length * 2;
+  process.stdout.write(`${t.length} round trips\n`);
 } else if (kind === 'p2p') {
   const r = await register(s.port, s.key, 'PR');
   const snd = await register(s.port, s.key, 'PS');

@@ -1,7 +1,7 @@
 // Starts and stops a real P2Pcluster server as a child process for benchmarks (fresh temp store, free ports).
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,7 +57,9 @@ export async function startServer(workers: number, extra: Record<string, string>
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
-  child.stdout!.resume();
+  // BENCH_SERVER_LOG=<file> keeps the server's stdout (its logs, --trace-gc lines) in that file.
+  if (env.BENCH_SERVER_LOG) child.stdout!.pipe(createWriteStream(env.BENCH_SERVER_LOG));
+  else child.stdout!.resume();
   return { child, port, httpPort, key, dir };
 }
 

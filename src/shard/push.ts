@@ -328,21 +328,43 @@ let routedId = '';
 let routedHandle = 0;
 let routedName = '';
 
+/** A delivered push that is not its connection's route yet (see candidates). */
+interface Candidate {
+  conn: Connection | null;
+  /** A slice of the line's string: each candidate keeps at most one input chunk alive. */
+  prefix: string;
+  acct: Account | null;
+  key: string;
+  target: Target;
+  id: string;
+  handle: number;
+  name: string;
+}
+
 /**
- * The last delivered push that is not its connection's route yet. It becomes the route when the connection's next
- * line has the same prefix, so a device alternating between targets never pays for building one.
+ * The last delivered pushes of the last few connections that are not their connection's route yet. One becomes the
+ * route when its connection's next line has the same prefix, so a device alternating between targets never pays for
+ * building one, and devices taking turns (a ping-pong, request and answer) each keep theirs. Few, per thread: at most
+ * that many input chunks are kept alive by their slices.
  */
-const candidate = {
-  conn: null as Connection | null,
-  /** A slice of the line's string (one per shard, so at most one input chunk is kept alive by it). */
+const CANDIDATES = 4;
+const candidates: Candidate[] = Array.from({ length: CANDIDATES }, () => ({
+  conn: null,
   prefix: '',
-  acct: null as Account | null,
+  acct: null,
   key: '',
-  target: TARGET.NONE as Target,
+  target: TARGET.NONE,
   id: '',
   handle: 0,
   name: '',
-};
+}));
+/** The candidate the next connection without one replaces (round robin). */
+let nextCandidate = 0;
+
+function candidateOf(conn: Connection): Candidate | null {
+  for (let i = 0; i < CANDIDATES; i++) if (candidates[i]!.conn === conn) return candidates[i]!;
+  return null;
+}
 
 /** After a push from the line s[start, end) whose payload starts at dataStart: note its route if it qualifies. */
 export function noteRoute(conn: Connection, acct: Account, s: string, start: number, dataStart: number): void {
@@ -362,14 +384,19 @@ export function noteRoute(conn: Connection, acct: Account, s: string, start: num
     route.name = routedName;
     return;
   }
-  candidate.conn = conn;
-  candidate.prefix = prefix;
-  candidate.acct = acct;
-  candidate.key = key;
-  candidate.target = target;
-  candidate.id = routedId;
-  candidate.handle = routedHandle;
-  candidate.name = routedName;
+  let c = candidateOf(conn);
+  if (c === null) {
+    c = candidates[nextCandidate]!;
+    nextCandidate = (nextCandidate + 1) % CANDIDATES;
+  }
+  c.conn = conn;
+  c.prefix = prefix;
+  c.acct = acct;
+  c.key = key;
+  c.target = target;
+  c.id = routedId;
+  c.handle = routedHandle;
+  c.name = routedName;
 }
 
 /** The route whose prefix starts s at pos: the connection's, or its candidate, which then becomes its route. */
@@ -380,25 +407,26 @@ function routeAt(conn: Connection, s: string, pos: number): Route | null {
     re.lastIndex = pos;
     if (re.test(s)) return route;
   }
-  if (candidate.conn !== conn) return null;
-  const prefix = candidate.prefix;
-  if (s.slice(pos, pos + prefix.length) !== prefix) return null;
-  candidate.conn = null;
-  candidate.prefix = '';
+  const c = candidateOf(conn);
+  if (c === null) return null;
+  const prefix = c.prefix;
+  if (!s.startsWith(prefix, pos)) return null;
+  c.conn = null;
+  c.prefix = '';
   // A flat copy (a slice would keep the chunk alive), and its regexp (every character escaped that may need it).
   const flat = Buffer.from(prefix, 'latin1').toString('latin1');
   const re = new RegExp(flat.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&'), 'y');
   const next: Route = {
     prefix: flat,
     re,
-    acct: candidate.acct!,
-    key: candidate.key,
-    target: candidate.target,
-    id: candidate.id,
-    handle: candidate.handle,
-    name: candidate.name,
+    acct: c.acct!,
+    key: c.key,
+    target: c.target,
+    id: c.id,
+    handle: c.handle,
+    name: c.name,
   };
-  candidate.acct = null;
+  c.acct = null;
   conn.route = next;
   return next;
 }

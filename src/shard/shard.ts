@@ -62,6 +62,7 @@ import { type OwnerHost, Ownership } from './ownership.ts';
 import { dropWatches, presenceEvent, statusReply } from './presence.ts';
 import { cmdPush, pushRun } from './push.ts';
 import { rawAck, rawChunk, rawClosed, rawEnd, rawLocated, rawOpenRequest, rawOpenResult, rawWrite } from './raw.ts';
+import { READ_SIZE, useSharedReads } from './reads.ts';
 
 interface PendingRegistration {
   conn: Connection;
@@ -361,23 +362,33 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** One listener of each kind for every socket (not two closures per connection): `this` is the socket. */
   private readonly onSocketData = ((actor: ShardActor) =>
     function (this: ConnSocket, buf: Buffer): void {
-      actor.onData(this[CONN]!, buf);
+      actor.onData(this[CONN]!, buf, buf.length);
     })(this);
+  /** Reads of connections past their first command (see reads.ts): `this` is the socket, `buf` the shard's. */
+  private readonly onSharedRead = ((actor: ShardActor) =>
+    function (this: Socket, n: number, buf: Buffer): void {
+      actor.onData((this as ConnSocket)[CONN]!, buf, n);
+    })(this);
+  /** The one buffer every connection of this shard reads into once it reads that way. */
+  private readonly readBuf = Buffer.allocUnsafeSlow(READ_SIZE);
   private readonly onSocketClose = ((actor: ShardActor) =>
     function (this: ConnSocket): void {
       actor.onClose(this[CONN]!);
     })(this);
 
-  private onData(conn: Connection, buf: Buffer): void {
+  /** `n` bytes from the start of `buf` arrived: a chunk of its own ('data') or the shard's read buffer. */
+  private onData(conn: Connection, buf: Buffer, n: number): void {
     const now = Date.now();
-    this.metrics.bytesIn += buf.length;
+    this.metrics.bytesIn += n;
     conn.lastRx = now;
     const raw = conn.raw;
     if (raw !== null && raw.out !== 0) {
-      rawWrite(this, conn, raw, buf); // §7: a linked writer's bytes are not parsed
+      // §7: a linked writer's bytes are not parsed. They are kept until written (or moved to another thread), so
+      // bytes in the shared read buffer are copied out first.
+      rawWrite(this, conn, raw, buf === this.readBuf ? copyOut(buf, n) : buf);
       return;
     }
-    const chunk = buf.toString('latin1');
+    const chunk = buf.toString('latin1', 0, n);
     if (!conn.commanded) {
       // §1: a connection whose first bytes are an HTTP request line goes to the HTTP API, however TCP
       // splits those bytes: hold a possible method prefix until it is decided.
@@ -400,7 +411,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     frameLines(conn, chunk, this.maxLine, this);
     this.input = null;
     this.inputText = '';
+    // RETDATA entries of a small read may keep it alive (about their own size): copied only out of big reads.
+    if (n <= KEEP_READ) conn.cacheFresh = 0;
     this.afterInput(conn);
+    // Past its first command a connection is not HTTP (§1), the one use that needs the socket's own stream reads.
+    if (!conn.sharedReads && conn.commanded && !conn.http && !conn.closed) {
+      conn.sharedReads = useSharedReads(conn.socket, this.readBuf, this.onSharedRead);
+    }
   }
 
   /**
@@ -835,7 +852,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     const n = b - a;
     const ob = this.outRoom(conn, n);
-    ob.set(src.subarray(a, b), conn.outLen);
+    if (src instanceof Buffer) src.copy(ob, conn.outLen, a, b);
+    else ob.set(src.subarray(a, b), conn.outLen);
     conn.outLen += n;
     conn.outBytes += n;
     if (!conn.queued) {
@@ -1130,7 +1148,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.outLen = 0;
       if (socket.destroyed) return;
       // Back to the pool once written (the callback runs when the socket is done with it).
-      socket.write(ob.subarray(0, len), () => this.outPool.give(ob));
+      socket.write(ob.subarray(0, len), (ob as PooledBuffer)[RELEASE]);
       return;
     }
     if (conn.out.length === 0) {
@@ -1229,11 +1247,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** `count` consecutive deliveries to one handle on another shard, as the delivered lines' bytes (kept until the flush). */
   deliverRemoteBytes(producer: Connection, shard: number, handle: number, count: number, lines: Uint8Array): void {
     const link = this.links[shard]!;
-    link.ops.push(OP.DELIVER_BYTES, handle, count, lines);
+    link.ops.push(OP.DELIVER_BYTES, handle, count, this.keepable(lines));
     link.lastHandle = 0; // nothing coalesces into this op
     link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
+  }
+
+  /** Bytes to keep until the flush: copied when they are in the shared read buffer (the next read overwrites it). */
+  private keepable(bytes: Uint8Array): Uint8Array {
+    return bytes.buffer === this.readBuf.buffer ? new Uint8Array(bytes) : bytes;
   }
 
   /** DELIVER_BYTES for several handles on one other shard: the same `count` lines to each (kept until the flush). */
@@ -1246,7 +1269,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   ): void {
     const link = this.links[shard]!;
     const ops = link.ops;
-    ops.push(OP.DELIVER_BYTES_MANY, count, lines, handles.length);
+    ops.push(OP.DELIVER_BYTES_MANY, count, this.keepable(lines), handles.length);
     for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
     link.lastHandle = 0;
     link.lastData = -1;
@@ -1794,6 +1817,16 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
 function noop(): void {}
 
+/** Reads up to this many bytes may stay alive as long as RETDATA entries sliced from them (see detachCache). */
+const KEEP_READ = 1024;
+
+/** The first `n` bytes of `buf` in memory of their own (a whole ArrayBuffer: it can move to another thread). */
+function copyOut(buf: Buffer, n: number): Buffer {
+  const own = Buffer.allocUnsafeSlow(n);
+  buf.copy(own, 0, 0, n);
+  return own;
+}
+
 /** A device socket carries its connection, for the shared listeners. */
 const CONN = Symbol('connection');
 type ConnSocket = Socket & { [CONN]?: Connection };
@@ -1806,6 +1839,12 @@ type ConnSocket = Socket & { [CONN]?: Connection };
 const OUT_SIZE = 16384;
 const OUT_EARLY = 131072;
 const POOL_BYTES = 4 * 1024 * 1024;
+
+/** A pooled output buffer carries the callback that gives it back (made once, not one closure per write). */
+const RELEASE = Symbol('release');
+interface PooledBuffer extends Buffer {
+  [RELEASE]: () => void;
+}
 
 class OutPool {
   private readonly bufs: Buffer[] = [];
@@ -1825,7 +1864,9 @@ class OutPool {
     // Powers of two from OUT_SIZE, so that buffers grown for a big turn fit the next one.
     let size = OUT_SIZE;
     while (size < min) size *= 2;
-    return Buffer.allocUnsafeSlow(size);
+    const b = Buffer.allocUnsafeSlow(size) as PooledBuffer;
+    b[RELEASE] = () => this.give(b);
+    return b;
   }
 
   give(b: Buffer): void {
