@@ -112,8 +112,6 @@ export class Connection implements FramerState {
   blocked = false;
   pauses = 0;
   commanded = false;
-  /** Reads land in the shard's shared buffer (reads.ts), not in 'data' events. */
-  sharedReads = false;
   closed = false;
   readonly connectedAt: number;
   /** When bytes last arrived (or reading resumed): liveness and the idle flush count from here. */

@@ -414,10 +414,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     // RETDATA entries of a small read may keep it alive (about their own size): copied only out of big reads.
     if (n <= KEEP_READ) conn.cacheFresh = 0;
     this.afterInput(conn);
-    // Past its first command a connection is not HTTP (§1), the one use that needs the socket's own stream reads.
-    if (!conn.sharedReads && conn.commanded && !conn.http && !conn.closed) {
-      conn.sharedReads = useSharedReads(conn.socket, this.readBuf, this.onSharedRead);
-    }
   }
 
   /**
@@ -559,10 +555,19 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   onLine(conn: Connection, s: string, start: number, end: number): boolean {
     if (end === start || conn.closed) return true;
-    conn.commanded = true;
+    if (!conn.commanded) this.firstCommand(conn);
     executeCommand(this, conn, s, start, end);
     // A RAW link makes everything after this line stream data: stop framing.
     return !conn.blocked && (conn.raw === null || conn.raw.out === 0);
+  }
+
+  /**
+   * A connection's first command: it is not HTTP (§1), the one use that needs the socket's own stream reads, so from
+   * its next read on it reads into the shard's buffer (reads.ts).
+   */
+  private firstCommand(conn: Connection): void {
+    conn.commanded = true;
+    useSharedReads(conn.socket, this.readBuf, this.onSharedRead);
   }
 
   takeLines(conn: Connection, s: string, pos: number, _n: number): number {
@@ -570,7 +575,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   }
 
   onTooLong(conn: Connection): void {
-    conn.commanded = true;
+    if (!conn.commanded) this.firstCommand(conn);
     this.send(conn, FAIL_LINE.LINE_TOO_LONG);
   }
 
