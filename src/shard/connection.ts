@@ -37,6 +37,8 @@ export interface RawLink {
   node: Socket | null;
   /** Cluster mode, reader side: this connection is another node's stream for one of its devices. */
   viaNode: boolean;
+  /** Writer side: the buffer this connection's reads land in while it streams (null: the shard's shared one). */
+  readBuf: Buffer | null;
 }
 
 /** Why a socket is paused; reading resumes when no reason is left. */
@@ -44,44 +46,40 @@ export const PAUSE = { BLOCKED: 1, LINK: 2, OUTPUT: 4, RAW: 8 } as const;
 
 /**
  * The fields most connections never use (KEY lookups, secure sessions, RAW, presence, replies decided elsewhere, TLS,
- * HTTP, slow consumers, unterminated lines), allocated on first use: an idle connection carries one null instead.
+ * HTTP, slow consumers, unterminated lines) and their initial values. They live in a Rare object allocated on first
+ * use, so an idle connection carries one null instead; once every one is back at its initial value, the connection
+ * drops the object again. Connection's accessors for them are generated (see its static block).
  */
+const RARE_INITIAL = {
+  retryLine: null as string | null,
+  missedKey: null as string | null,
+  missedUid: null as string | null,
+  session: null as Session | null,
+  raw: null as RawLink | null,
+  watches: null as Watch[] | null,
+  will: null as Will | null,
+  slots: null as (string | null)[] | null,
+  slotBase: 0,
+  slotHead: 0,
+  backlogToken: -1,
+  encrypted: false,
+  http: false,
+  fullSince: 0,
+  idleListed: false,
+};
+type RareName = keyof typeof RARE_INITIAL;
+const RARE_NAMES = Object.keys(RARE_INITIAL) as RareName[];
+
 class Rare {
-  retryLine: string | null = null;
-  missedKey: string | null = null;
-  missedUid: string | null = null;
-  session: Session | null = null;
-  raw: RawLink | null = null;
-  watches: Watch[] | null = null;
-  will: Will | null = null;
-  slots: (string | null)[] | null = null;
-  slotBase = 0;
-  slotHead = 0;
-  backlogToken = -1;
-  encrypted = false;
-  http = false;
-  fullSince = 0;
-  idleListed = false;
+  constructor() {
+    Object.assign(this, RARE_INITIAL); // the same order every time: one hidden class
+  }
 
   /** Every field back at its initial value: the connection can drop this object. */
   idle(): boolean {
-    return (
-      this.retryLine === null &&
-      this.missedKey === null &&
-      this.missedUid === null &&
-      this.session === null &&
-      this.raw === null &&
-      this.watches === null &&
-      this.will === null &&
-      this.slots === null &&
-      this.slotBase === 0 &&
-      this.slotHead === 0 &&
-      this.backlogToken === -1 &&
-      !this.encrypted &&
-      !this.http &&
-      this.fullSince === 0 &&
-      !this.idleListed
-    );
+    const self = this as unknown as Record<RareName, unknown>;
+    for (const name of RARE_NAMES) if (self[name] !== RARE_INITIAL[name]) return false;
+    return true;
   }
 }
 
@@ -142,173 +140,59 @@ export class Connection implements FramerState {
     this.lastRx = now;
   }
 
-  private get r(): Rare {
-    this.rare ??= new Rare();
-    return this.rare;
-  }
-
+  // The rare fields (RARE_INITIAL): declared here, stored in `rare`, through the accessors the static block defines.
   /** The line to run again once a KEY lookup completes, and the KEY that lookup missed. */
-  get retryLine(): string | null {
-    return this.rare === null ? null : this.rare.retryLine;
-  }
-  set retryLine(v: string | null) {
-    if (v !== null) this.r.retryLine = v;
-    else if (this.rare !== null) {
-      this.rare.retryLine = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
-  get missedKey(): string | null {
-    return this.rare === null ? null : this.rare.missedKey;
-  }
-  set missedKey(v: string | null) {
-    if (v !== null) this.r.missedKey = v;
-    else if (this.rare !== null) {
-      this.rare.missedKey = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare retryLine: string | null;
+  declare missedKey: string | null;
   /** The UID (e-mail) a lookup found no account for, so the retried line fails instead of asking again. */
-  get missedUid(): string | null {
-    return this.rare === null ? null : this.rare.missedUid;
-  }
-  set missedUid(v: string | null) {
-    if (v !== null) this.r.missedUid = v;
-    else if (this.rare !== null) {
-      this.rare.missedUid = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
-  get session(): Session | null {
-    return this.rare === null ? null : this.rare.session;
-  }
-  set session(v: Session | null) {
-    if (v !== null) this.r.session = v;
-    else if (this.rare !== null) {
-      this.rare.session = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
-  get raw(): RawLink | null {
-    return this.rare === null ? null : this.rare.raw;
-  }
-  set raw(v: RawLink | null) {
-    if (v !== null) this.r.raw = v;
-    else if (this.rare !== null) {
-      this.rare.raw = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare missedUid: string | null;
+  declare session: Session | null;
+  declare raw: RawLink | null;
   /** §5a: what this connection watches, and its last will. */
-  get watches(): Watch[] | null {
-    return this.rare === null ? null : this.rare.watches;
-  }
-  set watches(v: Watch[] | null) {
-    if (v !== null) this.r.watches = v;
-    else if (this.rare !== null) {
-      this.rare.watches = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
-  get will(): Will | null {
-    return this.rare === null ? null : this.rare.will;
-  }
-  set will(v: Will | null) {
-    if (v !== null) this.r.will = v;
-    else if (this.rare !== null) {
-      this.rare.will = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare watches: Watch[] | null;
+  declare will: Will | null;
   /**
    * Output waiting behind a reply that another thread is still deciding (a held push's [OK:DATA_HELD], the
    * held backlog after [OK:<ID>]): entries in order, null where the answer is pending; `slotBase` is the
    * absolute index of slots[0]. Null when nothing waits.
    */
-  get slots(): (string | null)[] | null {
-    return this.rare === null ? null : this.rare.slots;
-  }
-  set slots(v: (string | null)[] | null) {
-    if (v !== null) this.r.slots = v;
-    else if (this.rare !== null) {
-      this.rare.slots = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
-  get slotBase(): number {
-    return this.rare === null ? 0 : this.rare.slotBase;
-  }
-  set slotBase(v: number) {
-    if (v !== 0) this.r.slotBase = v;
-    else if (this.rare !== null) {
-      this.rare.slotBase = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare slots: (string | null)[] | null;
+  declare slotBase: number;
   /** Index in `slots` of the first entry not yet written (those before it went out and wait to be dropped). */
-  get slotHead(): number {
-    return this.rare === null ? 0 : this.rare.slotHead;
-  }
-  set slotHead(v: number) {
-    if (v !== 0) this.r.slotHead = v;
-    else if (this.rare !== null) {
-      this.rare.slotHead = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare slotHead: number;
   /** The reserved place of the held backlog of a registration under way (-1: none). */
-  get backlogToken(): number {
-    return this.rare === null ? -1 : this.rare.backlogToken;
-  }
-  set backlogToken(v: number) {
-    if (v !== -1) this.r.backlogToken = v;
-    else if (this.rare !== null) {
-      this.rare.backlogToken = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare backlogToken: number;
   /** Arrived over TLS. */
-  get encrypted(): boolean {
-    return this.rare === null ? false : this.rare.encrypted;
-  }
-  set encrypted(v: boolean) {
-    if (v) this.r.encrypted = v;
-    else if (this.rare !== null) {
-      this.rare.encrypted = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare encrypted: boolean;
   /** Handed to the HTTP relay (PROTOCOL.md §1): no device protocol on this socket any more. */
-  get http(): boolean {
-    return this.rare === null ? false : this.rare.http;
-  }
-  set http(v: boolean) {
-    if (v) this.r.http = v;
-    else if (this.rare !== null) {
-      this.rare.http = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare http: boolean;
   /** Since when the output has been over NODE.MAX_OUTBUF (0 = not over). */
-  get fullSince(): number {
-    return this.rare === null ? 0 : this.rare.fullSince;
-  }
-  set fullSince(v: number) {
-    if (v !== 0) this.r.fullSince = v;
-    else if (this.rare !== null) {
-      this.rare.fullSince = v;
-      if (this.rare.idle()) this.rare = null;
-    }
-  }
+  declare fullSince: number;
   /** On the shard's list of connections holding an unterminated line (the idle flush). */
-  get idleListed(): boolean {
-    return this.rare === null ? false : this.rare.idleListed;
-  }
-  set idleListed(v: boolean) {
-    if (v) this.r.idleListed = v;
-    else if (this.rare !== null) {
-      this.rare.idleListed = v;
-      if (this.rare.idle()) this.rare = null;
+  declare idleListed: boolean;
+
+  static {
+    for (const name of RARE_NAMES) {
+      const initial = RARE_INITIAL[name];
+      Object.defineProperty(Connection.prototype, name, {
+        get(this: Connection): unknown {
+          const r = this.rare as unknown as Record<RareName, unknown> | null;
+          return r === null ? initial : r[name];
+        },
+        set(this: Connection, v: unknown): void {
+          let r = this.rare;
+          if (v !== initial) {
+            if (r === null) {
+              r = new Rare();
+              this.rare = r;
+            }
+            (r as unknown as Record<RareName, unknown>)[name] = v;
+          } else if (r !== null) {
+            (r as unknown as Record<RareName, unknown>)[name] = v;
+            if (r.idle()) this.rare = null;
+          }
+        },
+      });
     }
   }
 }

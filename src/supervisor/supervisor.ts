@@ -328,26 +328,32 @@ export class Supervisor {
     batch.forEach((g, k) => {
       if (!refused[k]) for (const id of g.ids) pushes.push({ account: g.accountId, id, data: g.data });
     });
-    let results: boolean[] = pushes.map(() => false);
+    let results: (boolean | 'error')[] = pushes.map(() => false);
     if (cluster !== null && pushes.length > 0) {
       results = await cluster.routeMany(pushes).catch((err: unknown) => {
         this.log.warn({ err }, 'cluster: routing group pushes failed');
-        return pushes.map(() => false);
+        return pushes.map(() => 'error' as const);
       });
     }
     const routed = batch.map(() => 0);
     const rest: HoldOp[] = [];
+    const restRouting: (boolean | 'error')[] = [];
     let at = 0;
     batch.forEach((g, k) => {
       if (refused[k]) return;
-      // The rest are offline everywhere: held where the plan holds (counted as not delivered).
+      // The rest are offline everywhere: held where the plan holds (counted as not delivered). Their routing result
+      // goes with them, so holding does not ask Redis again (and does not hold on a guess when Redis was away).
       const holding = planValue(this.config.USER['4HOLDPUSH'], g.level) !== 0;
       for (const id of g.ids) {
-        if (results[at++]) routed[k]!++;
-        else if (holding) rest.push({ req: 0, accountId: g.accountId, id, data: g.data, level: g.level, origin: 0 });
+        const r = results[at++]!;
+        if (r === true) routed[k]!++;
+        else if (holding) {
+          rest.push({ req: 0, accountId: g.accountId, id, data: g.data, level: g.level, origin: 0 });
+          restRouting.push(r);
+        }
       }
     });
-    if (rest.length > 0) await this.holdBatch(rest);
+    if (rest.length > 0) await this.holdBatch(rest, restRouting);
     const links = new Set<PortLink>();
     batch.forEach((g, k) => {
       g.link.ops.push(OP.GROUP_RESULT, g.req, refused[k] ? -1 : routed[k]!, more[k]!);
