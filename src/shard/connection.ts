@@ -37,8 +37,6 @@ export interface RawLink {
   node: Socket | null;
   /** Cluster mode, reader side: this connection is another node's stream for one of its devices. */
   viaNode: boolean;
-  /** Writer side: the buffer this connection's reads land in while it streams (null: the shard's shared one). */
-  readBuf: Buffer | null;
 }
 
 /** Why a socket is paused; reading resumes when no reason is left. */

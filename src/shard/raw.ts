@@ -34,16 +34,7 @@ export const PUSHRAW = 'PUSHRAW:\r\n';
 const NODE_OUT = -1;
 
 function rawOf(conn: Connection): RawLink {
-  conn.raw ??= {
-    out: 0,
-    outLocal: null,
-    inflight: 0,
-    broken: false,
-    in: 0,
-    node: null,
-    viaNode: false,
-    readBuf: null,
-  };
+  conn.raw ??= { out: 0, outLocal: null, inflight: 0, broken: false, in: 0, node: null, viaNode: false };
   return conn.raw;
 }
 

@@ -7,8 +7,7 @@
 // option, so useSharedReads sets the same fields on them; their keys are found once, on a probe socket that is never
 // connected. On a Node whose sockets lack them, nothing changes (the sockets keep their 'data' events).
 //
-// The buffer is overwritten by the next read: the callback must copy whatever it keeps past its return, or have `next`
-// give the socket another buffer for its following reads (a RAW writer's big reads are handed on whole that way).
+// The buffer is overwritten by the next read: the callback must copy whatever it keeps past its return.
 
 import { Socket } from 'node:net';
 
@@ -16,23 +15,12 @@ import { Socket } from 'node:net';
 export const READ_SIZE = 65536;
 
 const PROBE_BUFFER = Buffer.alloc(1);
-const probeNext = (): Buffer => PROBE_BUFFER;
 const probeCallback = (): boolean => true;
-/** The symbol under which a socket made with these onread options keeps `value`. */
-function fieldOf(
-  onread: { buffer: Buffer | (() => Buffer); callback: () => boolean },
-  value: unknown,
-): symbol | undefined {
-  const probe = new Socket({ onread });
-  const key = Object.getOwnPropertySymbols(probe).find(
-    (k) => (probe as unknown as Record<symbol, unknown>)[k] === value,
-  );
-  probe.destroy();
-  return key;
-}
-const kBuffer = fieldOf({ buffer: PROBE_BUFFER, callback: probeCallback }, PROBE_BUFFER);
-const kBufferCb = fieldOf({ buffer: PROBE_BUFFER, callback: probeCallback }, probeCallback);
-const kBufferGen = fieldOf({ buffer: probeNext, callback: probeCallback }, probeNext);
+const probe = new Socket({ onread: { buffer: PROBE_BUFFER, callback: probeCallback } });
+const fields = Object.getOwnPropertySymbols(probe);
+const kBuffer = fields.find((k) => (probe as unknown as Record<symbol, unknown>)[k] === PROBE_BUFFER);
+const kBufferCb = fields.find((k) => (probe as unknown as Record<symbol, unknown>)[k] === probeCallback);
+probe.destroy();
 
 /** Called with the socket as `this`, the bytes read and the shared buffer they are in (from offset 0). */
 export type SharedReadCallback = (this: Socket, nread: number, buffer: Buffer) => unknown;
@@ -42,27 +30,20 @@ interface StreamHandle {
 }
 
 /** True when this Node lets accepted sockets read into a caller's buffer. */
-export const sharedReadsSupported = kBuffer !== undefined && kBufferCb !== undefined && kBufferGen !== undefined;
+export const sharedReadsSupported = kBuffer !== undefined && kBufferCb !== undefined;
 
 /**
  * From now on the socket's reads land in `buffer` and call `callback` (no more 'data' events for new bytes; chunks
- * the Readable already holds still come as 'data', in order, before any new read). After each callback Node calls
- * `next` (no arguments) for the buffer the socket's following read lands in. False when the socket cannot (TLS, no
- * handle, another Node), which keeps its 'data' events.
+ * the Readable already holds still come as 'data', in order, before any new read). False when the socket cannot
+ * (TLS, no handle, another Node), which keeps its 'data' events.
  */
-export function useSharedReads(
-  socket: Socket,
-  buffer: Buffer,
-  callback: SharedReadCallback,
-  next: () => Buffer,
-): boolean {
+export function useSharedReads(socket: Socket, buffer: Buffer, callback: SharedReadCallback): boolean {
   if (!sharedReadsSupported || (socket as { encrypted?: boolean }).encrypted === true) return false;
   const handle = (socket as unknown as { _handle: StreamHandle | null })._handle;
   if (handle === null || typeof handle.useUserBuffer !== 'function') return false;
   const s = socket as unknown as Record<symbol, unknown>;
   s[kBuffer!] = buffer;
   s[kBufferCb!] = callback;
-  s[kBufferGen!] = next;
   handle.useUserBuffer(buffer);
   return true;
 }

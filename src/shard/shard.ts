@@ -367,29 +367,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** Reads of connections past their first command (see reads.ts): `this` is the socket, `buf` the shard's. */
   private readonly onSharedRead = ((actor: ShardActor) =>
     function (this: Socket, n: number, buf: Buffer): void {
-      const conn = (this as ConnSocket)[CONN]!;
-      actor.readConn = conn;
-      actor.onData(conn, buf, n);
+      actor.onData((this as ConnSocket)[CONN]!, buf, n);
     })(this);
   /** The one buffer every connection of this shard reads into once it reads that way. */
   private readonly readBuf = Buffer.allocUnsafeSlow(READ_SIZE);
-  /** The connection whose shared read is being handled (for nextReadBuffer, which Node calls right after). */
-  private readConn: Connection | null = null;
-  /**
-   * Where the next read of the connection just read lands: the shared buffer, or while it writes a RAW stream a buffer
-   * of its own, so that big reads can be handed on whole instead of copied (see onData).
-   */
-  private readonly nextReadBuffer = (): Buffer => {
-    const raw = this.readConn?.raw;
-    this.readConn = null;
-    if (raw == null) return this.readBuf;
-    if (raw.out === 0) {
-      raw.readBuf = null; // the stream ended: back to the shared buffer
-      return this.readBuf;
-    }
-    raw.readBuf ??= Buffer.allocUnsafeSlow(READ_SIZE);
-    return raw.readBuf;
-  };
   private readonly onSocketClose = ((actor: ShardActor) =>
     function (this: ConnSocket): void {
       actor.onClose(this[CONN]!);
@@ -402,15 +383,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.lastRx = now;
     const raw = conn.raw;
     if (raw !== null && raw.out !== 0) {
-      // §7: a linked writer's bytes are not parsed. They are kept until written (or moved to another thread): bytes
-      // in the shared buffer are copied out; in the connection's own buffer, a big read is handed on with the buffer
-      // (it gets a new one), a small one copied (the buffer is used again).
-      let bytes = buf;
-      if (buf === raw.readBuf && n >= RAW_HAND_ON) {
-        bytes = n === buf.length ? buf : buf.subarray(0, n);
-        raw.readBuf = null;
-      } else if (buf === this.readBuf || buf === raw.readBuf) bytes = copyOut(buf, n);
-      rawWrite(this, conn, raw, bytes);
+      // §7: a linked writer's bytes are not parsed. They are kept until written (or moved to another thread), so
+      // bytes in the shared read buffer are copied out first.
+      rawWrite(this, conn, raw, buf === this.readBuf ? copyOut(buf, n) : buf);
       return;
     }
     const chunk = buf.toString('latin1', 0, n);
@@ -592,7 +567,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    */
   private firstCommand(conn: Connection): void {
     conn.commanded = true;
-    useSharedReads(conn.socket, this.readBuf, this.onSharedRead, this.nextReadBuffer);
+    useSharedReads(conn.socket, this.readBuf, this.onSharedRead);
   }
 
   takeLines(conn: Connection, s: string, pos: number, _n: number): number {
@@ -1846,9 +1821,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 }
 
 function noop(): void {}
-
-/** A RAW writer's reads of at least this many bytes are handed on with their buffer, smaller ones copied. */
-const RAW_HAND_ON = 16384;
 
 /** Reads up to this many bytes may stay alive as long as RETDATA entries sliced from them (see detachCache). */
 const KEEP_READ = 1024;
