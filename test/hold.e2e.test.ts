@@ -423,6 +423,47 @@ describe('two connections racing to register a held ID', () => {
   });
 });
 
+describe('giving the ID up while its held backlog is on its way', () => {
+  it('REMID right after [OK:<ID>] is answered at once (the reserved place of the backlog does not hold it up)', async () => {
+    const { key } = account();
+    // Every registration of a plan that holds asks for its backlog (empty here), and [OK:<ID>] goes out before the
+    // answer: a REMID sent on reading it usually arrives while the answer is on its way.
+    for (let i = 0; i < 40; i++) {
+      const c = await openOn(i % 2);
+      expect(await c.request(`TCP:ID:${key}:R${i}`)).toBe(`[OK:R${i}]`);
+      c.write(`TCP:REMID:${key}\r\nTCP:GID:${key}\r\n`);
+      expect(await c.lines(2), `round ${i}`).toEqual(['[OK:NODEREMOVED]', '[FAIL:NOID]']);
+      c.close();
+    }
+  });
+
+  it('a held backlog is delivered exactly once: to the connection that gave the ID up, or to the next one', async () => {
+    const { key, path } = account();
+    const sender = await dev(key, 'S');
+    await addNodes(path, [['GONE', null]]);
+    for (const shard of [0, 1, 0, 1]) {
+      expect(await sender.pipeline(range(`TCP:PUSH:${key}:RID:GONE:g`, 1, 3))).toEqual(
+        new Array(3).fill('[OK:DATA_HELD]'),
+      );
+      const c = await openOn(shard);
+      c.write(`TCP:ID:${key}:GONE\r\nTCP:REMID:${key}\r\nTCP:GID:${key}\r\n`);
+      await c.until((b) => b.endsWith('[FAIL:NOID]\r\n'), 5000, `the replies on shard ${shard}`);
+      const first = await c.silence(100);
+      c.close();
+      const pushes = range('PUSH:g', 1, 3)
+        .map((l) => `${l}\r\n`)
+        .join('');
+      const got = first === `[OK:GONE]\r\n${pushes}[OK:NODEREMOVED]\r\n[FAIL:NOID]\r\n`;
+      if (!got) expect(first, `shard ${shard}`).toBe('[OK:GONE]\r\n[OK:NODEREMOVED]\r\n[FAIL:NOID]\r\n');
+      const w = peer(await openOn(1 - shard), 'GONE');
+      expect(await w.req(`TCP:ID:${key}:GONE`)).toBe('[OK:GONE]');
+      if (!got) expect(await w.recv(3)).toEqual(range('PUSH:g', 1, 3));
+      await nothingMore(sender, key, w);
+      await leave(w, sender, key);
+    }
+  });
+});
+
 // ------------------------------------------------------------------ plan levels
 
 describe('plan levels (USER.4HOLDPUSH / 5HOLDBUFFER)', () => {

@@ -536,6 +536,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     if (handle === 0 || acct === null || id === null) return;
     endRegistration(this.table, conn.slot);
+    if (conn.backlogToken >= 0) {
+      // The held backlog is still on its way: its place is settled empty (when it comes, the ID is not this
+      // connection's any more and it is held again), so what the connection is told next is not stuck behind it.
+      const token = conn.backlogToken;
+      conn.backlogToken = -1;
+      this.resolveReply(conn, token, '');
+    }
     this.control.ops.push(OP.SEEN, acct.id, id, 0);
     if (conn.fullSince !== 0) conn.fullSince = 0;
     conn.handle = 0;
