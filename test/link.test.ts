@@ -21,6 +21,28 @@ function pair(): [PortLink, unknown[][]] {
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
 describe('PortLink', () => {
+  it('keeps copies of bytes that change before the flush, across several turns and a growing arena', async () => {
+    const [a, got] = pair();
+    const src = Buffer.alloc(50_000);
+    const want: Buffer[] = [];
+    for (let turn = 0; turn < 3; turn++) {
+      // Five 50 KB runs in a turn: more than the first arena holds, so it grows within the turn.
+      for (let k = 0; k < 5; k++) {
+        src.fill(65 + turn * 5 + k);
+        a.ops.push(OP.DELIVER_BYTES, 7, 1, a.keep(src));
+        want.push(Buffer.from(src));
+        src.fill(0); // the read buffer is overwritten by the next read
+      }
+      a.flush();
+    }
+    await tick();
+    const bytes = got.flat().filter((x) => x instanceof Uint8Array);
+    expect(bytes.length).toBe(want.length);
+    for (let i = 0; i < want.length; i++) {
+      expect(Buffer.from(bytes[i] as Uint8Array).equals(want[i]!), `run ${i}`).toBe(true);
+    }
+  });
+
   it('encodes a flat op list and decodes it unchanged', () => {
     const ops = [OP.DELIVER, 123456789, 'data:with:colons\u00ff', OP.DIR_SET, 7, 'ID', 42];
     expect(decodeBatch(encodeBatch(ops))).toEqual(ops);

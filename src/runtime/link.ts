@@ -29,6 +29,10 @@ export function decodeBatch(bytes: Uint8Array): unknown[] {
 
 export type BatchHandler = (ops: unknown[], from: PortLink) => void;
 
+/** The first arena of a link (see PortLink.keep), and the largest kept from one turn to the next. */
+const ARENA_MIN = 65536;
+const ARENA_KEEP = 1 << 20;
+
 /** Batches between shards are written into buffers the peer hands back (powers of two), at most this many kept. */
 const POOL_MAX = 16;
 export type PortHandler = (msg: PortMessage, from: PortLink) => void;
@@ -54,6 +58,9 @@ export class PortLink {
   /** DIR_* messages received from the peer and applied. */
   dirApplied = 0;
   dirAckDue = false;
+  /** Copies of bytes this turn's ops refer to (see keep): one buffer, reused from turn to turn. */
+  private arena: Buffer | null = null;
+  private arenaLen = 0;
   /** RAW chunks to send after this turn's batch: [to, from, Buffer] triples. */
   raw: unknown[] = [];
   /**
@@ -123,6 +130,28 @@ export class PortLink {
     }
   }
 
+  /**
+   * A copy of `bytes` for an op of this turn, for bytes that will change before the flush encodes them (a read buffer
+   * the next read overwrites). The copies go into one buffer that is used again once the batch is encoded, instead of
+   * new memory per op.
+   */
+  keep(bytes: Uint8Array): Uint8Array {
+    const n = bytes.length;
+    let a = this.arena;
+    if (a === null || this.arenaLen + n > a.length) {
+      // Full: a bigger one (the views handed out this turn keep the old one alive until the flush).
+      let size = ARENA_MIN;
+      while (size < 2 * (this.arenaLen + n)) size *= 2;
+      a = Buffer.allocUnsafeSlow(size);
+      this.arena = a;
+      this.arenaLen = 0;
+    }
+    a.set(bytes, this.arenaLen);
+    const view = a.subarray(this.arenaLen, this.arenaLen + n);
+    this.arenaLen += n;
+    return view;
+  }
+
   /** Marks the link congested (the caller paused a producer). */
   noteCongested(): void {
     this.wasCongested = true;
@@ -150,6 +179,9 @@ export class PortLink {
     if (this.ops.length > 0) {
       const bytes = this.recycle ? this.encode(this.ops) : encodeBatch(this.ops);
       this.ops = [];
+      // Encoding copied what the arena held: it can be written from the start again (a big one is let go).
+      this.arenaLen = 0;
+      if (this.arena !== null && this.arena.length > ARENA_KEEP) this.arena = null;
       if (counted) this.inflight += bytes.byteLength;
       const returns = this.returns;
       if (returns.length === 0) this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);

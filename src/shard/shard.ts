@@ -1259,7 +1259,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** `count` consecutive deliveries to one handle on another shard, as the delivered lines' bytes (kept until the flush). */
   deliverRemoteBytes(producer: Connection, shard: number, handle: number, count: number, lines: Uint8Array): void {
     const link = this.links[shard]!;
-    link.ops.push(OP.DELIVER_BYTES, handle, count, this.keepable(lines));
+    link.ops.push(OP.DELIVER_BYTES, handle, count, this.keepable(link, lines));
     link.lastHandle = 0; // nothing coalesces into this op
     link.lastData = -1;
     this.scheduleFlush();
@@ -1267,8 +1267,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   }
 
   /** Bytes to keep until the flush: copied when they are in the shared read buffer (the next read overwrites it). */
-  private keepable(bytes: Uint8Array): Uint8Array {
-    return bytes.buffer === this.readBuf.buffer ? new Uint8Array(bytes) : bytes;
+  private keepable(link: PortLink, bytes: Uint8Array): Uint8Array {
+    return bytes.buffer === this.readBuf.buffer ? link.keep(bytes) : bytes;
   }
 
   /** DELIVER_BYTES for several handles on one other shard: the same `count` lines to each (kept until the flush). */
@@ -1281,7 +1281,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   ): void {
     const link = this.links[shard]!;
     const ops = link.ops;
-    ops.push(OP.DELIVER_BYTES_MANY, count, this.keepable(lines), handles.length);
+    ops.push(OP.DELIVER_BYTES_MANY, count, this.keepable(link, lines), handles.length);
     for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
     link.lastHandle = 0;
     link.lastData = -1;
