@@ -6,11 +6,11 @@
 // skips it), with the shards the two devices landed on.
 // Run the same script from each tree in turn (before, after, before, after) and compare within one session.
 
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
-import { rssBytes, type Server, startServer, stopServer } from './server.ts';
+import { rssBytes, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? (kind === 'across' ? 2 : 1));
@@ -25,22 +25,6 @@ function cpu(pid: number): [number, number] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return [(Number(f[11]) * 1e6) / 100, (Number(f[12]) * 1e6) / 100];
-}
-
-/** CPU µs (user + system) of each thread of a process, by thread id and name. */
-function threadCpu(pid: number): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      m.set(`${name}/${tid}`, ((Number(f[11]) + Number(f[12])) * 1e6) / 100);
-    } catch {
-      // the thread ended
-    }
-  }
-  return m;
 }
 
 /** The shard a registered ID landed on. */
@@ -107,10 +91,10 @@ try {
     const shards = workers === 1 ? [0, 0] : [await shardOf(s, ida), await shardOf(s, idb)];
     await pingPong(a, b, s.key, ida, idb, 500);
     const [u0, s0] = cpu(pid);
-    const th0 = threadCpu(pid);
+    const th0 = threadCpuMicros(pid, true);
     const t = await pingPong(a, b, s.key, ida, idb, count);
     const [u1, s1] = cpu(pid);
-    const th1 = threadCpu(pid);
+    const th1 = threadCpuMicros(pid, true);
     const sorted = [...t].sort((x, y) => x - y);
     const slow = t.filter((x) => x > 1000).length;
     process.stdout.write(

@@ -1,7 +1,7 @@
 // Starts and stops a real P2Pcluster server as a child process for benchmarks (fresh temp store, free ports).
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,10 +78,28 @@ export function rssBytes(pid: number): number {
 }
 
 /** CPU time (user + system, all threads) a process has used so far, in microseconds. */
-export function cpuMicros(pid: number): number {
+export function cpuMicros(pid: number | string): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks of 10 ms
+}
+
+/**
+ * CPU µs (user + system) of each thread of a process, keyed by thread name (`byTid`: name/tid, one entry a thread;
+ * else threads of one name summed, e.g. V8's workers).
+ */
+export function threadCpuMicros(pid: number, byTid = false): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const k = byTid ? `${name}/${tid}` : name;
+      m.set(k, (m.get(k) ?? 0) + cpuMicros(`${pid}/task/${tid}`));
+    } catch {
+      // the thread ended
+    }
+  }
+  return m;
 }
 
 /** One operator API call with the admin token; the parsed JSON body (null when empty); throws on a non-2xx status. */

@@ -2,8 +2,8 @@
 // clients, as `bench:peers` measures them), with the broker CPU per round trip split by thread. For tuning the
 // latency tail without the full suite; BENCH_PEERS_SYSTEMS picks the systems (default P2Pcluster,NATS).
 
-import { readdirSync, readFileSync } from 'node:fs';
 import { percentile } from '../load.ts';
+import { threadCpuMicros } from '../server.ts';
 import { type Broker, SYSTEMS, type System, startBroker, stopAll } from './procs.ts';
 import { rawDriver } from './raw.ts';
 
@@ -14,31 +14,15 @@ const systems = (process.env.BENCH_PEERS_SYSTEMS ?? 'P2Pcluster,NATS')
   .map((s) => SYSTEMS.find((x) => x.toLowerCase() === s.trim().toLowerCase()))
   .filter((s): s is System => s !== undefined);
 
-/** CPU µs (user + system) of each thread of a process, by thread name (threads of one name summed). */
-function threadCpu(pid: number): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      m.set(name, (m.get(name) ?? 0) + ((Number(f[11]) + Number(f[12])) * 1e6) / 100);
-    } catch {
-      // the thread ended
-    }
-  }
-  return m;
-}
-
 try {
   for (let r = 0; r < runs; r++) {
     for (const system of systems) {
       const b: Broker = await startBroker(system, 0);
       try {
         const d = rawDriver(system, b.port, b.key, b.newAccount);
-        const c0 = threadCpu(b.pid);
+        const c0 = threadCpuMicros(b.pid);
         const t = (await d.rtt(rounds)).sort((x, y) => x - y);
-        const c1 = threadCpu(b.pid);
+        const c1 = threadCpuMicros(b.pid);
         const threads = [...c1]
           .map(([k, v]) => [k, (v - (c0.get(k) ?? 0)) / (rounds + 500)] as const)
           .filter(([, v]) => v >= 0.5)
