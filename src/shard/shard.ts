@@ -1829,8 +1829,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
 function noop(): void {}
 
-/** Reads up to this many bytes may stay alive as long as RETDATA entries sliced from them (see detachCache). */
-const KEEP_READ = 1024;
+/** Reads up to this many bytes may stay alive as long as RETDATA entries sliced from them (see detachCache): at most
+ * NODE.DATA_CACHE of them per connection, a single line each in the usual case. */
+const KEEP_READ = 256;
 
 /** The first `n` bytes of `buf` in memory of their own (a whole ArrayBuffer: it can move to another thread). */
 function copyOut(buf: Buffer, n: number): Buffer {
