@@ -26,7 +26,8 @@ import {
   stcpSessionKey,
   tlsPsk,
 } from '../clients/ts/src/index.ts';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { apiCall, type Json } from './helpers/api.ts';
+import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 const MiB = 1 << 20;
@@ -72,16 +73,11 @@ async function connect(o: Partial<ConnectOptions> & { id: string; key: string },
   return c;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: JSON bodies
-async function api(method: string, path: string, body?: unknown, s = srv): Promise<any> {
-  const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-  return text === '' ? undefined : JSON.parse(text);
+/** An operator API call that must succeed (any 2xx); its body. */
+async function api(method: string, path: string, body?: unknown, s = srv): Promise<Json> {
+  const r = await apiCall(s.httpPort, method, path, body);
+  if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
 }
 
 /** One iterator per client, so a timed-out wait does not leave a second reader behind. */
