@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
-import { rssBytes, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
+import { onShard, rssBytes, type Server, shardOf, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? (kind === 'across' ? 2 : 1));
@@ -27,16 +27,6 @@ function cpu(pid: number): [number, number] {
   return [(Number(f[11]) * 1e6) / 100, (Number(f[12]) * 1e6) / 100];
 }
 
-/** The shard a registered ID landed on. */
-async function shardOf(s: Server, id: string): Promise<number> {
-  const r = (await (
-    await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
-      headers: { authorization: `Bearer ${s.key}` },
-    })
-  ).json()) as { devices: { id: string; shard: number }[] };
-  return r.devices.find((d) => d.id === id)?.shard ?? -1;
-}
-
 /** Opens and registers `n` connections, `parallel` at a time, then closes them all. */
 async function churn(s: Server, n: number, parallel: number): Promise<void> {
   const socks: Socket[] = [];
@@ -47,18 +37,18 @@ async function churn(s: Server, n: number, parallel: number): Promise<void> {
   for (const x of socks) x.destroy();
 }
 
-async function onShard(s: Server, prefix: string, shard: number): Promise<[Socket, string]> {
-  if (workers === 1) {
-    const id = `${prefix}${++seq}`;
-    return [await register(s.port, s.key, id), id];
-  }
-  for (let attempt = 0; attempt < 64; attempt++) {
-    const id = `${prefix}${++seq}`;
-    const sock = await register(s.port, s.key, id);
-    if ((await shardOf(s, id)) === shard) return [sock, id];
-    sock.destroy();
-  }
-  throw new Error(`no connection landed on shard ${shard}`);
+/** CPU µs per unit of each thread that used any between two threadCpuMicros readings. */
+function perThread(th0: Map<string, number>, th1: Map<string, number>, units: number, digits: number): object {
+  return Object.fromEntries(
+    [...th1].map(([k, v]) => [k, +((v - (th0.get(k) ?? 0)) / units).toFixed(digits)] as const).filter(([, v]) => v > 0),
+  );
+}
+
+/** Batches the server's threads have posted to each other so far (its Prometheus counter). */
+async function batchesPosted(s: Server): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+  const m = /^p2pc_cross_thread_batches_total(?:\{[^}]*\})? (\d+)/m.exec(text);
+  return m === null ? 0 : Number(m[1]);
 }
 
 const s = await startServer(workers);
@@ -86,8 +76,8 @@ try {
     }
     // AB_RTT_SHARDS=0,1 puts the two devices on those shards; by default they land where the kernel puts them.
     const want = process.env.AB_RTT_SHARDS?.split(',').map(Number);
-    const [a, ida] = want ? await onShard(s, 'A', want[0]!) : [await register(s.port, s.key, 'A0'), 'A0'];
-    const [b, idb] = want ? await onShard(s, 'B', want[1]!) : [await register(s.port, s.key, 'B0'), 'B0'];
+    const [a, ida] = want ? await onShard(s, workers, 'A', want[0]!) : [await register(s.port, s.key, 'A0'), 'A0'];
+    const [b, idb] = want ? await onShard(s, workers, 'B', want[1]!) : [await register(s.port, s.key, 'B0'), 'B0'];
     const shards = workers === 1 ? [0, 0] : [await shardOf(s, ida), await shardOf(s, idb)];
     await pingPong(a, b, s.key, ida, idb, 500);
     const [u0, s0] = cpu(pid);
@@ -108,15 +98,7 @@ try {
         over1ms: slow,
         cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
         // CPU µs per round trip of each thread that used any (AB_THREADS=1)
-        ...(process.env.AB_THREADS
-          ? {
-              threads: Object.fromEntries(
-                [...th1]
-                  .map(([k, v]) => [k, +((v - (th0.get(k) ?? 0)) / count).toFixed(1)] as const)
-                  .filter(([, v]) => v > 0),
-              ),
-            }
-          : {}),
+        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, count, 1) } : {}),
       })}\n`,
     );
     if (process.env.AB_TRACE) writeFileSync(process.env.AB_TRACE, t.map((x) => x.toFixed(0)).join('\n'));
@@ -137,8 +119,8 @@ try {
       per = 100;
       window = 512; // as bench:peers (writes of 128 lines)
     } else {
-      const [r, rid] = await onShard(s, 'R', kind === 'across' ? 1 : 0);
-      [sender] = await onShard(s, 'S', 0);
+      const [r, rid] = await onShard(s, workers, 'R', kind === 'across' ? 1 : 0);
+      [sender] = await onShard(s, workers, 'S', 0);
       receivers = [r];
       line = `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`;
     }
@@ -146,9 +128,13 @@ try {
     await pipeline(sender, receivers, line, Math.min(100_000, count), per, window);
     const [u0, s0] = cpu(pid);
     const l0 = process.cpuUsage();
+    const th0 = threadCpuMicros(pid, true);
+    const b0 = await batchesPosted(s);
     const r = await pipeline(sender, receivers, line, count, per, window);
     const [u1, s1] = cpu(pid);
     const l1 = process.cpuUsage(l0);
+    const th1 = threadCpuMicros(pid, true);
+    const b1 = await batchesPosted(s);
     const d = r.deliveries;
     process.stdout.write(
       `${JSON.stringify({
@@ -159,6 +145,10 @@ try {
         user: +((u1 - u0) / d).toFixed(3),
         sys: +((s1 - s0) / d).toFixed(3),
         loader: +((l1.user + l1.system) / d).toFixed(3),
+        // deliveries per batch posted between threads
+        ...(b1 > b0 ? { perBatch: Math.round(d / (b1 - b0)) } : {}),
+        // CPU µs per delivery of each thread that used any (AB_THREADS=1)
+        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, d, 3) } : {}),
       })}\n`,
     );
   }

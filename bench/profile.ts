@@ -1,5 +1,6 @@
-// Profiles the server under one workload: `node bench/profile.ts [p2p|fanout|rtt|cluster] [workers]` (cluster: two nodes
-// on one redis-server, pushes from a device on the first to a device on the second, both nodes profiled).
+// Profiles the server under one workload: `node bench/profile.ts [p2p|across|fanout|rtt|cluster] [workers]` (across:
+// sender on shard 0, receiver on shard 1; cluster: two nodes on one redis-server, pushes from a device on the first to a
+// device on the second, both nodes profiled).
 // Starts the server with --cpu-prof, runs the load, stops it, and prints the top functions by self time
 // for every thread's profile. Profiles stay in bench/results/profiles/ for flame-graph tools.
 
@@ -10,7 +11,7 @@ import { SqliteStore } from '../src/store/sqlite.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 import { newAccount } from './cluster.ts';
 import { PAYLOAD, pingPong, pipeline, register } from './load.ts';
-import { cpuMicros, startServer, stopServer } from './server.ts';
+import { cpuMicros, onShard, startServer, stopServer } from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? 1);
@@ -43,10 +44,11 @@ if (s2 !== null) {
   const t = await pingPong(a, b, s.key, 'PA', 'PB', 30_000);
   deliveries = t.length * 2;
   process.stdout.write(`${t.length} round trips\n`);
-} else if (kind === 'p2p') {
-  const r = await register(s.port, s.key, 'PR');
-  const snd = await register(s.port, s.key, 'PS');
-  const res = await pipeline(snd, [r], `TCP:PUSH:${s.key}:RID:PR:${PAYLOAD}\r\n`, 1_000_000, 1, 16384);
+} else if (kind === 'p2p' || kind === 'across') {
+  // across: the receiver on shard 1, the sender on shard 0
+  const [r, rid] = await onShard(s, workers, 'PR', kind === 'across' ? 1 : 0);
+  const [snd] = await onShard(s, workers, 'PS', 0);
+  const res = await pipeline(snd, [r], `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`, 1_000_000, 1, 16384);
   deliveries = res.deliveries;
   process.stdout.write(`p2p ${Math.round(res.perSecond)} msgs/s\n`);
 } else {

@@ -2,10 +2,12 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { register } from './load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const env = process.env;
@@ -112,4 +114,27 @@ export async function adminApi(s: Server, method: string, path: string, body?: u
   const text = await res.text();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
   return text === '' ? null : JSON.parse(text);
+}
+
+/** The shard a registered ID of the server's account landed on (-1: not registered). */
+export async function shardOf(s: Server, id: string): Promise<number> {
+  const r = (await (
+    await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
+      headers: { authorization: `Bearer ${s.key}` },
+    })
+  ).json()) as { devices: { id: string; shard: number }[] };
+  return r.devices.find((d) => d.id === id)?.shard ?? -1;
+}
+
+let onShardSeq = 0;
+
+/** A device of the server's account registered on `shard` (IDs `prefix` + a number, tried until one lands there). */
+export async function onShard(s: Server, workers: number, prefix: string, shard: number): Promise<[Socket, string]> {
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const id = `${prefix}${++onShardSeq}`;
+    const sock = await register(s.port, s.key, id);
+    if (workers === 1 || (await shardOf(s, id)) === shard) return [sock, id];
+    sock.destroy();
+  }
+  throw new Error(`no connection landed on shard ${shard}`);
 }

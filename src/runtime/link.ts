@@ -1,7 +1,8 @@
 // A batching, msgpackr-encoded, flow-controlled channel over one MessagePort.
 //
 // Producers append flat op fields to `ops` during an event-loop turn; `flush()` encodes them as one
-// msgpackr buffer, transfers it (no second copy) and counts its bytes as in flight. The receiver
+// msgpackr buffer, transfers it (no second copy) and counts its bytes as in flight. Bulk bytes (delivered lines) are
+// not encoded: ops name them by place in the link's side buffers, which travel beside the batch, transferred. The receiver
 // returns CREDIT for what it processed; `congested` says the in-flight bytes passed the limit, so
 // the caller stops reading sockets that feed this link until `onDecongest` fires. A MessagePort has
 // no backpressure of its own: this is it.
@@ -29,12 +30,14 @@ export function decodeBatch(bytes: Uint8Array): unknown[] {
 
 export type BatchHandler = (ops: unknown[], from: PortLink) => void;
 
-/** The first arena of a link (see PortLink.keep), and the largest kept from one turn to the next. */
-const ARENA_MIN = 65536;
-const ARENA_KEEP = 1 << 20;
+/** The size of a side buffer (see PortLink.sideRoom), unless one run needs more. */
+const SIDE_SIZE = 65536;
 
-/** Batches between shards are written into buffers the peer hands back (powers of two), at most this many kept. */
-const POOL_MAX = 16;
+/**
+ * Batches and side buffers between shards are written into buffers the peer hands back (powers of two), at most this
+ * many bytes of them kept by each end (one run of credit, LINK_MAX_BYTES / 16, is 1 MB by default).
+ */
+const POOL_BYTES = 2 << 20;
 export type PortHandler = (msg: PortMessage, from: PortLink) => void;
 
 export class PortLink {
@@ -58,9 +61,19 @@ export class PortLink {
   /** DIR_* messages received from the peer and applied. */
   dirApplied = 0;
   dirAckDue = false;
-  /** Copies of bytes this turn's ops refer to (see keep): one buffer, reused from turn to turn. */
-  private arena: Buffer | null = null;
-  private arenaLen = 0;
+  /**
+   * Bytes this turn's ops refer to by place (DELIVER_BYTES: side index, from, to): `sideLen` bytes of the last side
+   * are taken, the others are done. Posted beside the batch and transferred, so bulk bytes are copied once, into
+   * here, instead of into the batch by the encoder.
+   */
+  sides: Buffer[] = [];
+  sideLen = 0;
+  /** Side bytes taken in the sides before the last. */
+  private sideDone = 0;
+  /** The received batch's side buffers, while the handler runs (empty otherwise). */
+  readonly received: Buffer[] = [];
+  /** Where the last DELIVER_BYTES op queued starts in `ops` (-1: none this batch), for runs that continue it. */
+  lastBytes = -1;
   /** RAW chunks to send after this turn's batch: [to, from, Buffer] triples. */
   raw: unknown[] = [];
   /**
@@ -73,12 +86,14 @@ export class PortLink {
   /**
    * Between shards, batch buffers go back and forth instead of being allocated for every batch (each one would be
    * external memory to the receiver's heap, and a stream of them makes it collect all the time): `pool` holds
-   * buffers of our batches that the peer has processed and handed back, `returns` the peer's that we processed.
-   * The receiving shard keeps nothing that points into a batch (delivered bytes are copied out).
+   * buffers of our batches and side buffers that the peer has processed and handed back, `returns` the peer's that
+   * we processed. The receiving shard keeps nothing that points into them (delivered bytes are copied out).
    */
   private readonly recycle: boolean;
   private readonly pool: ArrayBuffer[] = [];
+  private poolBytes = 0;
   private returns: ArrayBuffer[] = [];
+  private returnBytes = 0;
   private readonly onBatch: BatchHandler;
   /**
    * Credit owed is sent with the next batch, or on its own once it reaches this much: between shards a sixteenth of
@@ -95,21 +110,43 @@ export class PortLink {
     this.recycle = peer >= 0;
     this.creditAt = peer >= 0 ? Math.max(1, Math.floor(limit / 16)) : 1;
     port.on('message', (msg: unknown) => {
-      if (msg instanceof Uint8Array) this.receive(msg);
+      if (msg instanceof Uint8Array) this.receive(msg, 0, 0);
       else if (Array.isArray(msg)) {
-        // [batch, ...buffers of our earlier batches, handed back]
-        for (let i = 1; i < msg.length; i++) if (this.pool.length < POOL_MAX) this.pool.push(msg[i] as ArrayBuffer);
-        this.receive(msg[0] as Uint8Array);
+        // [batch, side buffers or 0, side bytes taken, ...buffers of ours, handed back]
+        for (let i = 3; i < msg.length; i++) this.toPool(msg[i] as ArrayBuffer);
+        this.receive(msg[0] as Uint8Array, msg[1] as ArrayBuffer[] | 0, msg[2] as number);
       } else if (onPort) onPort(msg as PortMessage, this);
     });
   }
 
-  private receive(msg: Uint8Array): void {
+  private receive(msg: Uint8Array, sides: ArrayBuffer[] | 0, sideBytes: number): void {
     const ops = decodeBatch(msg);
     // Flow-control-only batches (they start with CREDIT or DIR_ACK) are not credited back.
-    if (ops[0] !== OP.CREDIT && ops[0] !== OP.DIR_ACK) this.owed += msg.byteLength;
-    this.onBatch(ops, this);
-    if (this.recycle && this.returns.length < POOL_MAX) this.returns.push(msg.buffer as ArrayBuffer);
+    if (ops[0] !== OP.CREDIT && ops[0] !== OP.DIR_ACK) this.owed += msg.byteLength + sideBytes;
+    const received = this.received;
+    if (sides !== 0) for (let i = 0; i < sides.length; i++) received.push(Buffer.from(sides[i]!));
+    try {
+      this.onBatch(ops, this);
+    } finally {
+      received.length = 0;
+    }
+    if (!this.recycle) return;
+    this.toReturn(msg.buffer as ArrayBuffer);
+    if (sides !== 0) for (let i = 0; i < sides.length; i++) this.toReturn(sides[i]!);
+  }
+
+  /** A buffer of ours the peer handed back: pooled while the pool has room. */
+  private toPool(buf: ArrayBuffer): void {
+    if (this.poolBytes + buf.byteLength > POOL_BYTES) return;
+    this.pool.push(buf);
+    this.poolBytes += buf.byteLength;
+  }
+
+  /** A buffer of the peer's we are done with: handed back with our next batch (while the budget has room). */
+  private toReturn(buf: ArrayBuffer): void {
+    if (this.returnBytes + buf.byteLength > POOL_BYTES) return;
+    this.returns.push(buf);
+    this.returnBytes += buf.byteLength;
   }
 
   get congested(): boolean {
@@ -131,25 +168,27 @@ export class PortLink {
   }
 
   /**
-   * A copy of `bytes` for an op of this turn, for bytes that will change before the flush encodes them (a read buffer
-   * the next read overwrites). The copies go into one buffer that is used again once the batch is encoded, instead of
-   * new memory per op.
+   * The last side buffer, with room for `n` more bytes from `sideLen` on (a new one when it has not): the caller
+   * writes there, adds what it wrote to `sideLen`, and names the bytes by `sides.length - 1` and their offsets.
    */
-  keep(bytes: Uint8Array): Uint8Array {
-    const n = bytes.length;
-    let a = this.arena;
-    if (a === null || this.arenaLen + n > a.length) {
-      // Full: a bigger one (the views handed out this turn keep the old one alive until the flush).
-      let size = ARENA_MIN;
-      while (size < 2 * (this.arenaLen + n)) size *= 2;
-      a = Buffer.allocUnsafeSlow(size);
-      this.arena = a;
-      this.arenaLen = 0;
-    }
-    a.set(bytes, this.arenaLen);
-    const view = a.subarray(this.arenaLen, this.arenaLen + n);
-    this.arenaLen += n;
-    return view;
+  sideRoom(n: number): Buffer {
+    const sides = this.sides;
+    const last = sides.length - 1;
+    if (last >= 0 && this.sideLen + n <= sides[last]!.length) return sides[last]!;
+    const side = Buffer.from(this.take(Math.max(n, SIDE_SIZE)));
+    this.sideDone += this.sideLen;
+    this.sideLen = 0;
+    sides.push(side);
+    return side;
+  }
+
+  /** Copies `src[a..b)` into the last side buffer (see sideRoom); returns its offset there. */
+  putSide(src: Buffer, a: number, b: number): number {
+    const side = this.sideRoom(b - a);
+    const at = this.sideLen;
+    src.copy(side, at, a, b);
+    this.sideLen = at + b - a;
+    return at;
   }
 
   /** Marks the link congested (the caller paused a producer). */
@@ -161,6 +200,7 @@ export class PortLink {
   flush(): void {
     if (this.closed) {
       this.ops.length = 0;
+      this.dropSides();
       return;
     }
     const counted = this.ops.length > 0;
@@ -176,18 +216,26 @@ export class PortLink {
     this.lastHandle = 0;
     this.lastData = -1;
     this.lastRun = 0;
+    this.lastBytes = -1;
     if (this.ops.length > 0) {
       const bytes = this.recycle ? this.encode(this.ops) : encodeBatch(this.ops);
       this.ops = [];
-      // Encoding copied what the arena held: it can be written from the start again (a big one is let go).
-      this.arenaLen = 0;
-      if (this.arena !== null && this.arena.length > ARENA_KEEP) this.arena = null;
-      if (counted) this.inflight += bytes.byteLength;
+      const sides = this.sides;
+      const sideBytes = this.sideDone + this.sideLen;
+      if (counted) this.inflight += bytes.byteLength + sideBytes;
       const returns = this.returns;
-      if (returns.length === 0) this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+      if (returns.length === 0 && sides.length === 0) this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
       else {
+        const moved = [bytes.buffer as ArrayBuffer, ...returns];
+        let sent: ArrayBuffer[] | 0 = 0;
+        if (sides.length > 0) {
+          sent = sides.map((b) => b.buffer as ArrayBuffer);
+          for (const b of sent) moved.push(b);
+          this.dropSides();
+        }
+        this.port.postMessage([bytes, sent, sideBytes, ...returns], moved);
         this.returns = [];
-        this.port.postMessage([bytes, ...returns], [bytes.buffer as ArrayBuffer, ...returns]);
+        this.returnBytes = 0;
       }
     }
     // RAW chunks follow the batch (which may hold their RAW_OPEN), moved, not copied, when they own their memory.
@@ -211,26 +259,40 @@ export class PortLink {
     }
   }
 
-  /** encodeBatch into a buffer from the pool (or a new one that will join it). */
-  private encode(ops: unknown[]): Uint8Array {
+  private dropSides(): void {
+    this.sides = [];
+    this.sideLen = 0;
+    this.sideDone = 0;
+  }
+
+  /**
+   * The smallest pooled buffer of at least `n` bytes (between shards, handed back by the peer), or a new one of the
+   * next power of two from 256 on (it joins the pool once the peer is done with it).
+   */
+  private take(n: number): ArrayBuffer {
     const pool = this.pool;
-    const packed = packr.pack(ops);
-    const n = packed.length;
-    let buf: ArrayBuffer | undefined;
-    for (let i = pool.length - 1; i >= 0; i--) {
-      if (pool[i]!.byteLength >= n) {
-        buf = pool[i];
-        pool[i] = pool[pool.length - 1]!;
-        pool.pop();
-        break;
-      }
+    let best = -1;
+    for (let i = 0; i < pool.length; i++) {
+      const len = pool[i]!.byteLength;
+      if (len >= n && (best < 0 || len < pool[best]!.byteLength)) best = i;
     }
-    if (buf === undefined) {
+    if (best < 0) {
       let size = 256;
       while (size < n) size *= 2;
-      buf = new ArrayBuffer(size);
+      return new ArrayBuffer(size);
     }
-    const out = new Uint8Array(buf, 0, n);
+    const buf = pool[best]!;
+    pool[best] = pool[pool.length - 1]!;
+    pool.pop();
+    this.poolBytes -= buf.byteLength;
+    return buf;
+  }
+
+  /** encodeBatch into a buffer from the pool (or a new one that will join it). */
+  private encode(ops: unknown[]): Uint8Array {
+    const packed = packr.pack(ops);
+    const n = packed.length;
+    const out = new Uint8Array(this.take(n), 0, n);
     out.set(packed);
     packr.position = 0; // as in encodeBatch
     return out;
@@ -239,6 +301,7 @@ export class PortLink {
   close(): void {
     this.closed = true;
     this.ops.length = 0;
+    this.dropSides();
     this.port.close();
   }
 }

@@ -16,9 +16,12 @@ export const OP = {
   DELIVER_MANY: 2,
   /** Consecutive deliveries to one handle coalesced: [handle, count, lines joined by CRLF "PUSH:"]. */
   DELIVER_N: 16,
-  /** Consecutive deliveries to one handle as bytes: [handle, count, the delivered lines, CRLFs included]. */
+  /**
+   * Consecutive deliveries to one handle as bytes: [handle, count, side, from, to], the delivered lines (CRLFs
+   * included) at [from, to) of that side buffer posted with the batch.
+   */
   DELIVER_BYTES: 120,
-  /** The same delivered lines, as bytes, to several handles: [count per handle, lines, handles, ...handles]. */
+  /** The same delivered lines, as bytes, to several handles: [count per handle, side, from, to, n, ...handles]. */
   DELIVER_BYTES_MANY: 121,
   /** Registration request to the account's owner shard. */
   REG: 3,
@@ -152,9 +155,17 @@ export type Op = (typeof OP)[keyof typeof OP];
 export type Message =
   | [op: typeof OP.DELIVER, handle: number, data: string]
   | [op: typeof OP.DELIVER_N, handle: number, count: number, data: string]
-  | [op: typeof OP.DELIVER_BYTES, handle: number, count: number, lines: Uint8Array]
+  | [op: typeof OP.DELIVER_BYTES, handle: number, count: number, side: number, from: number, to: number]
   | [op: typeof OP.DELIVER_MANY, data: string, count: number, ...handles: number[]]
-  | [op: typeof OP.DELIVER_BYTES_MANY, messages: number, lines: Uint8Array, count: number, ...handles: number[]]
+  | [
+      op: typeof OP.DELIVER_BYTES_MANY,
+      messages: number,
+      side: number,
+      from: number,
+      to: number,
+      count: number,
+      ...handles: number[],
+    ]
   | [op: typeof OP.REG, req: number, account: number, id: string, handle: number]
   | [op: typeof OP.REG_RESULT, req: number, result: FailCode | '']
   | [op: typeof OP.UNREG, account: number, id: string, handle: number]

@@ -489,7 +489,7 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     metrics.deliveries += count;
     peer.received += count;
     shard.sendBytes(peer, buf, pos, w);
-  } else shard.deliverRemoteBytes(conn, target, handle, count, buf.subarray(pos, w));
+  } else shard.deliverRemoteBytes(conn, target, handle, count, buf, pos, w);
   shard.sendDataSentRun(conn, count);
   return p;
 }
@@ -630,7 +630,7 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   for (let at = 0; at < scratch.length; at++) {
     const list = scratch[at]!;
     if (list.length === 0) continue;
-    shard.deliverRemoteBytesMany(conn, at, list, count, buf.subarray(pos, w));
+    shard.deliverRemoteBytesMany(conn, at, list, count, buf, pos, w);
     list.length = 0;
   }
   if (kind === SINGLE) shard.sendDataSentRun(conn, count);

@@ -1110,14 +1110,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.send(conn, line);
   }
 
-  /** acceptRemote for a DELIVER_BYTES op: `messages` delivered lines as bytes. */
-  acceptRemoteBytes(handle: number, lines: Uint8Array, messages: number): void {
+  /** acceptRemote for a DELIVER_BYTES op: `messages` delivered lines, `side[a..b)` (copied out). */
+  acceptRemoteBytes(handle: number, side: Buffer, a: number, b: number, messages: number): void {
     const conn = this.conns[slotOf(handle)];
     if (conn === undefined || !conn.holds(handle) || conn.closed) return;
     if (conn.raw !== null && conn.raw.in !== 0) return;
     this.metrics.deliveries += messages;
     conn.received += messages;
-    this.sendBytes(conn, lines, 0, lines.length);
+    this.sendBytes(conn, side, a, b);
   }
 
   private clearFull(conn: Connection): void {
@@ -1256,32 +1256,52 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (link.congested) this.pauseForLink(producer, link);
   }
 
-  /** `count` consecutive deliveries to one handle on another shard, as the delivered lines' bytes (kept until the flush). */
-  deliverRemoteBytes(producer: Connection, shard: number, handle: number, count: number, lines: Uint8Array): void {
+  /**
+   * `count` consecutive deliveries to one handle on another shard, the delivered lines `src[a..b)` (copied into the
+   * link's side buffer). A run that continues the last one queued to the same handle grows that op.
+   */
+  deliverRemoteBytes(
+    producer: Connection,
+    shard: number,
+    handle: number,
+    count: number,
+    src: Buffer,
+    a: number,
+    b: number,
+  ): void {
     const link = this.links[shard]!;
-    link.ops.push(OP.DELIVER_BYTES, handle, count, this.keepable(link, lines));
-    link.lastHandle = 0; // nothing coalesces into this op
+    const at = link.putSide(src, a, b);
+    const end = at + b - a;
+    const ops = link.ops;
+    const side = link.sides.length - 1;
+    const last = link.lastBytes;
+    if (last === ops.length - 6 && ops[last + 1] === handle && ops[last + 3] === side && ops[last + 5] === at) {
+      (ops[last + 2] as number) += count;
+      ops[last + 5] = end;
+    } else {
+      link.lastBytes = ops.length;
+      ops.push(OP.DELIVER_BYTES, handle, count, side, at, end);
+    }
+    link.lastHandle = 0; // no DELIVER coalesces into this op
     link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
   }
 
-  /** Bytes to keep until the flush: copied when they are in the shared read buffer (the next read overwrites it). */
-  private keepable(link: PortLink, bytes: Uint8Array): Uint8Array {
-    return bytes.buffer === this.readBuf.buffer ? link.keep(bytes) : bytes;
-  }
-
-  /** DELIVER_BYTES for several handles on one other shard: the same `count` lines to each (kept until the flush). */
+  /** DELIVER_BYTES for several handles on one other shard: the same `count` lines, `src[a..b)`, to each. */
   deliverRemoteBytesMany(
     producer: Connection,
     shard: number,
     handles: number[],
     count: number,
-    lines: Uint8Array,
+    src: Buffer,
+    a: number,
+    b: number,
   ): void {
     const link = this.links[shard]!;
+    const at = link.putSide(src, a, b);
     const ops = link.ops;
-    ops.push(OP.DELIVER_BYTES_MANY, count, this.keepable(link, lines), handles.length);
+    ops.push(OP.DELIVER_BYTES_MANY, count, link.sides.length - 1, at, at + b - a, handles.length);
     for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
     link.lastHandle = 0;
     link.lastData = -1;
@@ -1415,14 +1435,18 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
         case OP.DELIVER_BYTES: {
           const handle = ops[i++] as number;
           const count = ops[i++] as number;
-          this.acceptRemoteBytes(handle, ops[i++] as Uint8Array, count);
+          const side = link.received[ops[i++] as number]!;
+          const a = ops[i++] as number;
+          this.acceptRemoteBytes(handle, side, a, ops[i++] as number, count);
           break;
         }
         case OP.DELIVER_BYTES_MANY: {
           const count = ops[i++] as number;
-          const lines = ops[i++] as Uint8Array;
+          const side = link.received[ops[i++] as number]!;
+          const a = ops[i++] as number;
+          const b = ops[i++] as number;
           const n = ops[i++] as number;
-          for (let k = 0; k < n; k++) this.acceptRemoteBytes(ops[i++] as number, lines, count);
+          for (let k = 0; k < n; k++) this.acceptRemoteBytes(ops[i++] as number, side, a, b, count);
           break;
         }
         case OP.DELIVER_MANY: {
