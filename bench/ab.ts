@@ -1,9 +1,11 @@
 // One measurement for interleaved A/B comparisons of two source trees: a fresh server, then one workload.
-// `node bench/ab.ts p2p|across|fanout|idle|rtt [workers] [count]` prints one JSON line: rate, broker CPU (user + system,
-// all threads) per delivery in µs and its user and system parts; for `idle`, RSS bytes per idle registered connection;
-// for `rtt`, round-trip p50/p99/p99.9 in µs over `count` round trips (bench/load.ts pingPong, 500 warm-up rounds) after
-// what `bench:peers` does first on the same server (10,000 idle registrations, then 5,000 connections; AB_PRELUDE=0
-// skips it), with the shards the two devices landed on.
+// `node bench/ab.ts p2p|across|fanout|idle|rtt|conns [workers] [count]` prints one JSON line: rate, broker CPU (user +
+// system, all threads) per delivery in µs and its user and system parts, deliveries per batch posted between threads;
+// for `idle`, RSS bytes per idle registered connection; for `rtt`, round-trip p50/p99/p99.9 in µs over `count` round
+// trips (bench/load.ts pingPong, 500 warm-up rounds) after what `bench:peers` does first on the same server (10,000
+// idle registrations, then 5,000 connections; AB_PRELUDE=0 skips it), with the shards the two devices landed on; for
+// `conns`, connections registered per second (100 at a time) and broker CPU per connection. AB_THREADS=1 adds the CPU
+// of each server thread.
 // Run the same script from each tree in turn (before, after, before, after) and compare within one session.
 
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -15,7 +17,16 @@ import { onShard, rssBytes, type Server, shardOf, startServer, stopServer, threa
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? (kind === 'across' ? 2 : 1));
 const count = Number(
-  process.argv[4] ?? (kind === 'idle' ? 10_000 : kind === 'fanout' ? 20_000 : kind === 'rtt' ? 10_000 : 3_000_000),
+  process.argv[4] ??
+    (kind === 'idle'
+      ? 10_000
+      : kind === 'fanout'
+        ? 20_000
+        : kind === 'rtt'
+          ? 10_000
+          : kind === 'conns'
+            ? 5_000
+            : 3_000_000),
 );
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let seq = 0;
@@ -65,6 +76,30 @@ try {
     await sleep(1000);
     const after = rssBytes(pid);
     process.stdout.write(`${JSON.stringify({ kind, workers, perConn: Math.round((after - before) / count) })}\n`);
+    for (const x of socks) x.destroy();
+  } else if (kind === 'conns') {
+    // As bench:peers measures the connection rate: `count` connections, 100 registering at a time, kept open.
+    await sleep(500);
+    const [u0, s0] = cpu(pid);
+    const th0 = threadCpuMicros(pid, true);
+    const t0 = performance.now();
+    const socks: Socket[] = [];
+    for (let i = 0; i < count; i += 100) {
+      const n = Math.min(100, count - i);
+      socks.push(...(await Promise.all(Array.from({ length: n }, () => register(s.port, s.key, `N${++seq}`)))));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const [u1, s1] = cpu(pid);
+    const th1 = threadCpuMicros(pid, true);
+    process.stdout.write(
+      `${JSON.stringify({
+        kind,
+        workers,
+        perSecond: Math.round(count / seconds),
+        cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
+        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, count, 1) } : {}),
+      })}\n`,
+    );
     for (const x of socks) x.destroy();
   } else if (kind === 'rtt') {
     if (process.env.AB_PRELUDE !== '0') {

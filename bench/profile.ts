@@ -1,4 +1,4 @@
-// Profiles the server under one workload: `node bench/profile.ts [p2p|across|fanout|rtt|cluster] [workers]` (across:
+// Profiles the server under one workload: `node bench/profile.ts [p2p|across|fanout|rtt|conns|cluster] [workers]` (across:
 // sender on shard 0, receiver on shard 1; cluster: two nodes on one redis-server, pushes from a device on the first to a
 // device on the second, both nodes profiled).
 // Starts the server with --cpu-prof, runs the load, stops it, and prints the top functions by self time
@@ -44,6 +44,15 @@ if (s2 !== null) {
   const t = await pingPong(a, b, s.key, 'PA', 'PB', 30_000);
   deliveries = t.length * 2;
   process.stdout.write(`${t.length} round trips\n`);
+} else if (kind === 'conns') {
+  // The connection rate: 5,000 connections registering, 100 at a time (as bench:peers).
+  const socks = [];
+  const t0 = performance.now();
+  for (let i = 0; i < 5000; i += 100)
+    socks.push(...(await Promise.all(Array.from({ length: 100 }, (_, k) => register(s.port, s.key, `N${i + k}`)))));
+  deliveries = socks.length;
+  process.stdout.write(`${Math.round(5000 / ((performance.now() - t0) / 1000))} connections/s\n`);
+  for (const x of socks) x.destroy();
 } else if (kind === 'p2p' || kind === 'across') {
   // across: the receiver on shard 1, the sender on shard 0
   const [r, rid] = await onShard(s, workers, 'PR', kind === 'across' ? 1 : 0);
