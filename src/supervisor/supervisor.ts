@@ -494,11 +494,12 @@ export class Supervisor {
                 this.log.error({ err }, 'fetching held messages failed');
               }
             }
-            // Always answered: the device's output waits for this backlog's place.
+            // Always answered: the device's output waits for this backlog's place. The answers of one turn go as
+            // one batch per shard (a storm of registrations, one fetch each, would otherwise post one per fetch).
             const target = this.shards[shardOf(handle)]?.control;
             if (target) {
               target.ops.push(OP.HELD_DATA, handle, accountId, id, level, data.length, ...data);
-              target.flush();
+              this.flushLater();
             }
           });
           break;
@@ -748,6 +749,19 @@ export class Supervisor {
     }
     // The PSK list is read before the channels above are made, so nothing awaits between making and spawning.
     this.spawn(index, peers, psk);
+  }
+
+  private flushScheduled = false;
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
+  };
+
+  /** Flushes every shard's control link at the end of this turn (ops queued until then go in one batch each). */
+  private flushLater(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushNow);
   }
 
   private markSeen(entries: { accountId: number; id: string }[]): void {
