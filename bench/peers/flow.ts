@@ -9,8 +9,9 @@ export const FAN_WINDOW = 512;
 export const FAN_CHUNK = 128;
 /** Grace after sending stopped for in-flight messages; anything missing after it is a loss. */
 export const DRAIN_MS = 10_000;
-/** Round trips before the measured ones. */
+/** Round trips before the measured ones, and how long a run of round trips may take. */
 export const RTT_WARMUP = 500;
+export const RTT_MS = 120_000;
 
 /** One system in one client mode: the workloads, identical for every system. */
 export interface Driver {
@@ -227,6 +228,63 @@ export async function openMany<T>(
     throw error;
   }
   return out;
+}
+
+/** What a workload keeps of the connections it opens: each is closed when it ends (see withConnections). */
+export interface Kept<C> {
+  one(c: C): C;
+  all(cs: C[]): C[];
+}
+
+/** Runs `work`, then closes every connection it kept, however it ended. */
+export async function withConnections<C, R>(close: (c: C) => void, work: (keep: Kept<C>) => Promise<R>): Promise<R> {
+  const opened: C[] = [];
+  const keep: Kept<C> = {
+    one: (c) => {
+      opened.push(c);
+      return c;
+    },
+    all: (cs) => {
+      opened.push(...cs);
+      return cs;
+    },
+  };
+  try {
+    return await work(keep);
+  } finally {
+    for (const c of opened) close(c);
+  }
+}
+
+/**
+ * Round trips with one message in flight, timed in µs: `run` starts one with `start`; the driver's receiving side
+ * calls `back` when it has returned (the next one starts at once) and `fail` to end the run with an error.
+ */
+export class Rounds {
+  back: () => void = () => {};
+  fail: (e: Error) => void = () => {};
+
+  run(n: number, start: () => void): Promise<number[]> {
+    const times: number[] = [];
+    const p = new Promise<number[]>((resolve, reject) => {
+      let t0 = 0;
+      const send = (): void => {
+        t0 = performance.now();
+        start();
+      };
+      this.back = () => {
+        times.push((performance.now() - t0) * 1000);
+        if (times.length >= n) resolve(times);
+        else send();
+      };
+      this.fail = reject;
+      send();
+    });
+    return withTimeout(p, RTT_MS, 'round trips').finally(() => {
+      this.back = () => {};
+      this.fail = () => {};
+    });
+  }
 }
 
 /** Rejects with a labelled error if p takes longer than ms. */

@@ -20,13 +20,15 @@ import {
   openMany,
   P2P_CHUNK,
   P2P_WINDOW,
+  Rounds,
   RTT_WARMUP,
   uniq,
+  withConnections,
   withTimeout,
 } from './flow.ts';
+import type { System } from './procs.ts';
 
 const CONNECT_MS = 10_000;
-const RTT_MS = 120_000;
 const payload = Buffer.from(PAYLOAD, 'latin1');
 
 type Listener = (...args: never[]) => void;
@@ -58,6 +60,8 @@ interface Conn {
   publish(topic: string): void;
   close(): void;
 }
+const close = (c: Conn): void => c.close();
+const destroy = (c: P2PClient): void => c.destroy();
 interface LibProtocol {
   connect(port: number, topic: string | null, onMessage: () => void, onError: (e: Error) => void): Promise<Conn>;
   pubOnSub: boolean;
@@ -161,19 +165,11 @@ class LibDriver implements Driver {
       },
     });
     const fail = (e: Error): void => flow.fail(e);
-    const subs = await openMany(
-      subscribers,
-      20,
-      (i) => this.conn(topic, () => flow.deliver(i, 1), fail),
-      (c) => c.close(),
-    );
-    try {
-      pub = await this.conn(null, () => {}, fail);
-      return await flow.run();
-    } finally {
-      pub?.close();
-      for (const c of subs) c.close();
-    }
+    return withConnections(close, async (keep) => {
+      keep.all(await openMany(subscribers, 20, (i) => this.conn(topic, () => flow.deliver(i, 1), fail), close));
+      pub = keep.one(await this.conn(null, () => {}, fail));
+      return flow.run();
+    });
   }
 
   p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
@@ -184,50 +180,23 @@ class LibDriver implements Driver {
     return this.flow(subscribers, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
   }
 
-  async rtt(rounds: number): Promise<number[]> {
+  rtt(rounds: number): Promise<number[]> {
     const ta = uniq('rtta');
     const tb = uniq('rttb');
-    const conns: Conn[] = [];
-    // The handlers are bound to the current run of round trips.
-    let atA: () => void = () => {};
-    let atB: () => void = () => {};
-    let failed: (e: Error) => void = () => {};
-    const conn = async (topic: string | null, onMessage: () => void): Promise<Conn> => {
-      const c = await this.conn(topic, onMessage, (e) => failed(e));
-      conns.push(c);
-      return c;
-    };
-    try {
-      const aIn = await conn(ta, () => atA());
-      const bIn = await conn(tb, () => atB());
+    const r = new Rounds();
+    return withConnections(close, async (keep) => {
+      const conn = async (topic: string | null, onMessage: () => void): Promise<Conn> =>
+        keep.one(await this.conn(topic, onMessage, (e) => r.fail(e)));
+      // A measures; B answers every message with one to A.
+      let bOut: Conn | null = null;
+      const aIn = await conn(ta, () => r.back());
+      const bIn = await conn(tb, () => bOut!.publish(ta));
       const aOut = this.proto.pubOnSub ? aIn : await conn(null, () => {});
-      const bOut = this.proto.pubOnSub ? bIn : await conn(null, () => {});
-      const go = (n: number): Promise<number[]> => {
-        const times: number[] = [];
-        const p = new Promise<number[]>((resolve, reject) => {
-          let t0 = 0;
-          const send = (): void => {
-            t0 = performance.now();
-            aOut.publish(tb);
-          };
-          atB = () => bOut.publish(ta);
-          atA = () => {
-            times.push((performance.now() - t0) * 1000);
-            if (times.length >= n) resolve(times);
-            else send();
-          };
-          failed = reject;
-          send();
-        });
-        return withTimeout(p, RTT_MS, 'round trips');
-      };
-      await go(RTT_WARMUP);
-      return await go(rounds);
-    } finally {
-      atA = () => {};
-      atB = () => {};
-      for (const c of conns) c.close();
-    }
+      bOut = this.proto.pubOnSub ? bIn : await conn(null, () => {});
+      const start = (): void => aOut.publish(tb);
+      await r.run(RTT_WARMUP, start);
+      return r.run(rounds, start);
+    });
   }
 
   async open(): Promise<() => void> {
@@ -297,84 +266,45 @@ class P2PclusterLib implements Driver {
     return flow.run();
   }
 
-  async p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+  p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     const rid = uniq('R');
-    const clients: P2PClient[] = [];
-    try {
-      const receiver = await this.conn(this.key, rid);
-      clients.push(receiver);
-      const sender = await this.conn(this.key, uniq('S'));
-      clients.push(sender);
+    return withConnections(destroy, async (keep) => {
+      const receiver = keep.one(await this.conn(this.key, rid));
+      const sender = keep.one(await this.conn(this.key, uniq('S')));
       const push = () => sender.push.rid(rid, PAYLOAD);
-      return await this.flow(sender, [receiver], push, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
-    } finally {
-      for (const c of clients) c.destroy();
-    }
+      return this.flow(sender, [receiver], push, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
+    });
   }
 
   async fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     // A fresh account holding exactly the sender and its receivers, so FRIENDS is exactly the receivers.
     const key = await this.newAccount();
-    const receivers = await openMany(
-      subscribers,
-      20,
-      (i) => this.conn(key, `F${i}`),
-      (c) => c.destroy(),
-    );
-    let sender: P2PClient | null = null;
-    try {
-      sender = await this.conn(key, 'FS');
-      const s = sender;
+    return withConnections(destroy, async (keep) => {
+      const receivers = keep.all(await openMany(subscribers, 20, (i) => this.conn(key, `F${i}`), destroy));
+      const sender = keep.one(await this.conn(key, 'FS'));
       const push = async (): Promise<void> => {
-        const r = await s.push.friends(PAYLOAD);
+        const r = await sender.push.friends(PAYLOAD);
         if (r.delivered !== r.total) throw new Error(`FRIENDS reached ${r.delivered} of ${r.total}`);
       };
-      return await this.flow(s, receivers, push, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
-    } finally {
-      sender?.destroy();
-      for (const c of receivers) c.destroy();
-    }
+      return this.flow(sender, receivers, push, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
+    });
   }
 
-  async rtt(rounds: number): Promise<number[]> {
+  rtt(rounds: number): Promise<number[]> {
     const ida = uniq('A');
     const idb = uniq('B');
-    const clients: P2PClient[] = [];
-    let atA: () => void = () => {};
-    let failed: (e: Error) => void = () => {};
-    try {
-      const a = await this.conn(this.key, ida);
-      clients.push(a);
-      const b = await this.conn(this.key, idb);
-      clients.push(b);
-      const onError = (e: Error): void => failed(e);
-      // B answers every message with one to A; A measures.
+    const r = new Rounds();
+    return withConnections(destroy, async (keep) => {
+      const a = keep.one(await this.conn(this.key, ida));
+      const b = keep.one(await this.conn(this.key, idb));
+      const onError = (e: Error): void => r.fail(e);
+      // A measures; B answers every message with one to A.
       this.consume(b, () => void b.push.rid(ida, PAYLOAD).catch(onError), onError);
-      this.consume(a, () => atA(), onError);
-      const go = (n: number): Promise<number[]> => {
-        const times: number[] = [];
-        const p = new Promise<number[]>((resolve, reject) => {
-          let t0 = 0;
-          const send = (): void => {
-            t0 = performance.now();
-            a.push.rid(idb, PAYLOAD).catch(onError);
-          };
-          atA = () => {
-            times.push((performance.now() - t0) * 1000);
-            if (times.length >= n) resolve(times);
-            else send();
-          };
-          failed = reject;
-          send();
-        });
-        return withTimeout(p, RTT_MS, 'round trips');
-      };
-      await go(RTT_WARMUP);
-      return await go(rounds);
-    } finally {
-      atA = () => {};
-      for (const c of clients) c.destroy();
-    }
+      this.consume(a, () => r.back(), onError);
+      const start = (): void => void a.push.rid(idb, PAYLOAD).catch(onError);
+      await r.run(RTT_WARMUP, start);
+      return r.run(rounds, start);
+    });
   }
 
   async open(): Promise<() => void> {
@@ -383,24 +313,11 @@ class P2PclusterLib implements Driver {
   }
 }
 
+const PEERS: Record<Exclude<System, 'P2Pcluster'>, LibProtocol> = { NATS, Redis: REDIS, Mosquitto: MQTT, Aedes: MQTT };
+
 /** The library-mode driver of a system. */
-export function libDriver(
-  system: 'P2Pcluster' | 'NATS' | 'Redis' | 'Mosquitto' | 'Aedes',
-  port: number,
-  key: string,
-  newAccount: () => Promise<string>,
-): Driver {
-  switch (system) {
-    case 'P2Pcluster':
-      return new P2PclusterLib(port, key, newAccount);
-    case 'NATS':
-      return new LibDriver(NATS, port);
-    case 'Redis':
-      return new LibDriver(REDIS, port);
-    case 'Mosquitto':
-    case 'Aedes':
-      return new LibDriver(MQTT, port);
-  }
+export function libDriver(system: System, port: number, key: string, newAccount: () => Promise<string>): Driver {
+  return system === 'P2Pcluster' ? new P2PclusterLib(port, key, newAccount) : new LibDriver(PEERS[system], port);
 }
 
 /** Versions of the client libraries, for the results header. */

@@ -15,13 +15,17 @@ import {
   openMany,
   P2P_CHUNK,
   P2P_WINDOW,
+  Rounds,
+  RTT_MS,
   RTT_WARMUP,
   uniq,
+  withConnections,
   withTimeout,
 } from './flow.ts';
+import type { System } from './procs.ts';
 
 const HANDSHAKE_MS = 10_000;
-const RTT_MS = 120_000;
+const destroy = (s: Socket): void => void s.destroy();
 
 /** Sockets keep a no-op error listener for life: a broker stopping under an idle socket must not crash the loader. */
 function guard(s: Socket): Socket {
@@ -290,54 +294,39 @@ function countedPingPong(
 ): Promise<number[]> {
   const toB = proto.publishFrame(tb);
   const toA = proto.publishFrame(ta);
-  const times: number[] = [];
+  const r = new Rounds();
   const listeners: Array<[Socket, string, (b: Buffer) => void]> = [];
   const on = (s: Socket, ev: string, fn: (b: Buffer) => void): void => {
     s.on(ev, fn);
     listeners.push([s, ev, fn]);
   };
-  const p = new Promise<number[]>((resolve, reject) => {
-    let t0 = 0;
-    const send = (): void => {
-      t0 = performance.now();
-      aOut.write(toB);
-    };
-    const onError = (e: string): void => reject(new Error(e));
-    const atB = proto.counter(
-      tb,
-      bIn,
-      (n) => {
-        for (let i = 0; i < n; i++) bOut.write(toA);
-      },
-      onError,
-    );
-    const atA = proto.counter(
-      ta,
-      aIn,
-      () => {
-        times.push((performance.now() - t0) * 1000);
-        if (times.length >= rounds) resolve(times);
-        else send();
-      },
-      onError,
-    );
-    on(aIn, 'data', atA.onData);
-    on(bIn, 'data', atB.onData);
-    for (const out of new Set([aOut, bOut])) {
-      if (out !== aIn && out !== bIn) {
-        on(out, 'data', (b: Buffer) => {
-          const e = proto.replyError(b);
-          if (e !== null) reject(new Error(`publisher got: ${e.slice(0, 200)}`));
-        });
-      }
+  const onError = (e: string): void => r.fail(new Error(e));
+  const atB = proto.counter(
+    tb,
+    bIn,
+    (n) => {
+      for (let i = 0; i < n; i++) bOut.write(toA);
+    },
+    onError,
+  );
+  const atA = proto.counter(ta, aIn, () => r.back(), onError);
+  on(aIn, 'data', atA.onData);
+  on(bIn, 'data', atB.onData);
+  for (const out of new Set([aOut, bOut])) {
+    if (out !== aIn && out !== bIn) {
+      on(out, 'data', (b: Buffer) => {
+        const e = proto.replyError(b);
+        if (e !== null) r.fail(new Error(`publisher got: ${e.slice(0, 200)}`));
+      });
     }
-    for (const s of new Set([aOut, aIn, bOut, bIn]))
-      on(s, 'close', () => reject(new Error('the broker closed a socket')));
-    send();
-  });
-  return withTimeout(p, RTT_MS, 'round trips').finally(() => {
-    for (const [s, ev, fn] of listeners) s.off(ev, fn);
-  });
+  }
+  for (const s of new Set([aOut, aIn, bOut, bIn]))
+    on(s, 'close', () => r.fail(new Error('the broker closed a socket')));
+  return r
+    .run(rounds, () => aOut.write(toB))
+    .finally(() => {
+      for (const [s, ev, fn] of listeners) s.off(ev, fn);
+    });
 }
 
 class PubSubRaw implements Driver {
@@ -382,58 +371,38 @@ class PubSubRaw implements Driver {
     );
   }
 
-  async p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+  p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     const topic = uniq('p2p');
-    const socks: Socket[] = [];
-    try {
-      const sub = await this.proto.connect(this.port, topic);
-      socks.push(sub);
-      const pub = await this.proto.connect(this.port, null);
-      socks.push(pub);
-      return await this.flow(pub, [sub], topic, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
-    } finally {
-      for (const s of socks) s.destroy();
-    }
+    return withConnections(destroy, async (keep) => {
+      const sub = keep.one(await this.proto.connect(this.port, topic));
+      const pub = keep.one(await this.proto.connect(this.port, null));
+      return this.flow(pub, [sub], topic, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
+    });
   }
 
-  async fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+  fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     const topic = uniq('fan');
-    const subs = await openMany(
-      subscribers,
-      20,
-      () => this.proto.connect(this.port, topic),
-      (s) => s.destroy(),
-    );
-    let pub: Socket | null = null;
-    try {
-      pub = await this.proto.connect(this.port, null);
-      return await this.flow(pub, subs, topic, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
-    } finally {
-      pub?.destroy();
-      for (const s of subs) s.destroy();
-    }
+    return withConnections(destroy, async (keep) => {
+      const subs = keep.all(await openMany(subscribers, 20, () => this.proto.connect(this.port, topic), destroy));
+      const pub = keep.one(await this.proto.connect(this.port, null));
+      return this.flow(pub, subs, topic, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
+    });
   }
 
-  async rtt(rounds: number): Promise<number[]> {
+  rtt(rounds: number): Promise<number[]> {
     const ta = uniq('rtta');
     const tb = uniq('rttb');
-    const socks: Socket[] = [];
-    const conn = async (topic: string | null): Promise<Socket> => {
-      const s = await this.proto.connect(this.port, topic);
-      socks.push(s);
-      return s;
-    };
-    try {
+    return withConnections(destroy, async (keep) => {
+      const conn = async (topic: string | null): Promise<Socket> =>
+        keep.one(await this.proto.connect(this.port, topic));
       const aIn = await conn(ta);
       const bIn = await conn(tb);
       const aOut = this.proto.pubOnSub ? aIn : await conn(null);
       const bOut = this.proto.pubOnSub ? bIn : await conn(null);
       const go = (n: number): Promise<number[]> => countedPingPong(this.proto, aOut, aIn, bOut, bIn, ta, tb, n);
       await go(RTT_WARMUP);
-      return await go(rounds);
-    } finally {
-      for (const s of socks) s.destroy();
-    }
+      return go(rounds);
+    });
   }
 
   async open(): Promise<() => void> {
@@ -485,55 +454,36 @@ class P2PclusterRaw implements Driver {
     );
   }
 
-  async p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
+  p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     const rid = uniq('R');
-    const socks: Socket[] = [];
-    try {
-      const receiver = await this.reg(this.key, rid);
-      socks.push(receiver);
-      const sender = await this.reg(this.key, uniq('S'));
-      socks.push(sender);
+    return withConnections(destroy, async (keep) => {
+      const receiver = keep.one(await this.reg(this.key, rid));
+      const sender = keep.one(await this.reg(this.key, uniq('S')));
       const line = `TCP:PUSH:${this.key}:RID:${rid}:${PAYLOAD}\r\n`;
-      return await this.flow(sender, [receiver], line, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
-    } finally {
-      for (const s of socks) s.destroy();
-    }
+      return this.flow(sender, [receiver], line, messages, P2P_WINDOW, P2P_CHUNK, capMs, cpu);
+    });
   }
 
   async fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult> {
     // A fresh account holding exactly the sender and its receivers, so FRIENDS is exactly the receivers.
     const key = await this.newAccount();
-    const receivers = await openMany(
-      subscribers,
-      20,
-      (i) => this.reg(key, `F${i}`),
-      (s) => s.destroy(),
-    );
-    let sender: Socket | null = null;
-    try {
-      sender = await this.reg(key, 'FS');
+    return withConnections(destroy, async (keep) => {
+      const receivers = keep.all(await openMany(subscribers, 20, (i) => this.reg(key, `F${i}`), destroy));
+      const sender = keep.one(await this.reg(key, 'FS'));
       const line = `TCP:PUSH:${key}:FRIENDS:${PAYLOAD}\r\n`;
-      return await this.flow(sender, receivers, line, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
-    } finally {
-      sender?.destroy();
-      for (const s of receivers) s.destroy();
-    }
+      return this.flow(sender, receivers, line, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
+    });
   }
 
-  async rtt(rounds: number): Promise<number[]> {
+  rtt(rounds: number): Promise<number[]> {
     const ida = uniq('A');
     const idb = uniq('B');
-    const socks: Socket[] = [];
-    try {
-      const a = await this.reg(this.key, ida);
-      socks.push(a);
-      const b = await this.reg(this.key, idb);
-      socks.push(b);
+    return withConnections(destroy, async (keep) => {
+      const a = keep.one(await this.reg(this.key, ida));
+      const b = keep.one(await this.reg(this.key, idb));
       await withTimeout(pingPong(a, b, this.key, ida, idb, RTT_WARMUP), RTT_MS, 'round trips');
-      return await withTimeout(pingPong(a, b, this.key, ida, idb, rounds), RTT_MS, 'round trips');
-    } finally {
-      for (const s of socks) s.destroy();
-    }
+      return withTimeout(pingPong(a, b, this.key, ida, idb, rounds), RTT_MS, 'round trips');
+    });
   }
 
   async open(): Promise<() => void> {
@@ -542,21 +492,14 @@ class P2PclusterRaw implements Driver {
   }
 }
 
-export function rawDriver(
-  system: 'P2Pcluster' | 'NATS' | 'Redis' | 'Mosquitto' | 'Aedes',
-  port: number,
-  key: string,
-  newAccount: () => Promise<string>,
-): Driver {
-  switch (system) {
-    case 'P2Pcluster':
-      return new P2PclusterRaw(port, key, newAccount);
-    case 'NATS':
-      return new PubSubRaw(NATS, port);
-    case 'Redis':
-      return new PubSubRaw(REDIS, port);
-    case 'Mosquitto':
-    case 'Aedes':
-      return new PubSubRaw(MQTT, port);
-  }
+const PEERS: Record<Exclude<System, 'P2Pcluster'>, PubSubProtocol> = {
+  NATS,
+  Redis: REDIS,
+  Mosquitto: MQTT,
+  Aedes: MQTT,
+};
+
+/** The raw-mode driver of a system. */
+export function rawDriver(system: System, port: number, key: string, newAccount: () => Promise<string>): Driver {
+  return system === 'P2Pcluster' ? new P2PclusterRaw(port, key, newAccount) : new PubSubRaw(PEERS[system], port);
 }
