@@ -4,26 +4,15 @@
 
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
+import { suiteServer } from './helpers/devices.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
 import { openTotal, sleep, waitFor } from './helpers/shards.ts';
 
 const MAX_BODY = 4096;
 let srv: TestServer;
-const { opened, dev, devOn, closeAll } = devices(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer({ HTTP: { MAX_BODY } });
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('every device connection of the test to close');
-});
+const { opened, dev, devOn } = suiteServer((s) => (srv = s), { HTTP: { MAX_BODY } });
 
 // ------------------------------------------------------------------ helpers
 

@@ -10,11 +10,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
+import { suiteServer } from './helpers/devices.ts';
 import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep, waitFor } from './helpers/shards.ts';
@@ -25,21 +25,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOLD_CONFIG = { USER: { '4HOLDPUSH': [0, 1, 1, 1], '5HOLDBUFFER': [0, 50, 5, 1000] } };
 
 let srv: TestServer;
-const connections = devices(() => srv);
-const { opened, openOn, closeAll } = connections;
+const connections = suiteServer((s) => (srv = s), HOLD_CONFIG, 10000);
+const { opened, openOn } = connections;
 const { peer, dev, devOn, leave, nothingMore } = peers(connections, { sync: 'skip' });
 const { call, must, addNodes, heldUntil } = suiteApi(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer(HOLD_CONFIG);
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('every device connection of the test to close', 10000);
-});
 
 // ------------------------------------------------------------------ helpers
 

@@ -2,24 +2,13 @@
 // replies byte for byte, URL-decoded query strings, parameters read by name in any order, changes applied to
 // live connections, and the same endpoints served on the device port.
 
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
-import { startTestServer, type TestServer } from './helpers/server.ts';
+import { suiteServer } from './helpers/devices.ts';
+import type { TestServer } from './helpers/server.ts';
 
 let srv: TestServer;
-const { opened, dev, closeAll } = devices(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer();
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('every device connection of the test to close');
-});
+const { opened, dev } = suiteServer((s) => (srv = s));
 
 // ------------------------------------------------------------------ helpers
 

@@ -8,10 +8,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
+import { suiteServer } from './helpers/devices.ts';
 import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep } from './helpers/shards.ts';
@@ -20,21 +20,10 @@ import { sleep } from './helpers/shards.ts';
 const HOLD = { USER: { '4HOLDPUSH': [1, 1, 1, 1] } };
 
 let srv: TestServer;
-const connections = devices(() => srv);
-const { opened, open, settled, closeAll } = connections;
+const connections = suiteServer((s) => (srv = s), HOLD, 10000);
+const { opened, open, settled } = connections;
 const { peer, dev, devOn, leave, nothingMore } = peers(connections, { sync: 'answer', presence: true });
 const { call, must, addNodes, heldUntil } = suiteApi(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer(HOLD);
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('every device connection of the test to close', 10000);
-});
 
 // ------------------------------------------------------------------ helpers
 

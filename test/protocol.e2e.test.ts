@@ -2,26 +2,15 @@
 // threads sharing one port with reusePort. Every assertion is on exact reply bytes; TestClient.line()
 // additionally fails on any line not terminated by CRLF.
 
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
-import { startTestServer, type TestServer } from './helpers/server.ts';
+import { suiteServer } from './helpers/devices.ts';
+import type { TestServer } from './helpers/server.ts';
 import { openPerShard, sleep } from './helpers/shards.ts';
 
 let srv: TestServer;
 /** Every client a test opens; afterEach closes them and waits until the server has seen every close. */
-const { open, dev, openOn, devOn, closeAll } = devices(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer();
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('the server to see every connection of the test closed');
-});
+const { open, dev, openOn, devOn } = suiteServer((s) => (srv = s));
 
 // ------------------------------------------------------------------ helpers
 

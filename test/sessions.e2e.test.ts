@@ -7,25 +7,14 @@
 
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { dstcpKey, hmacHex, hstcpMac, hstcpProof, md5Proof, stcpSessionKey } from '../src/protocol/secure.ts';
 import type { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
+import { suiteServer } from './helpers/devices.ts';
+import { ADMIN_TOKEN, type TestServer } from './helpers/server.ts';
 
 let srv: TestServer;
-const { open, dev, closeAll } = devices(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer();
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('the server to see every connection of the test closed');
-});
+const { open, dev } = suiteServer((s) => (srv = s));
 
 // ------------------------------------------------------------------ helpers
 

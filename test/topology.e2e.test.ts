@@ -7,30 +7,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Json, suiteApi } from './helpers/api.ts';
 import { TestClient } from './helpers/client.ts';
-import { devices } from './helpers/devices.ts';
+import { suiteServer } from './helpers/devices.ts';
 import { type Peer, peers } from './helpers/peer.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep, waitFor } from './helpers/shards.ts';
 
 let srv: TestServer;
-const connections = devices(() => srv);
-const { opened, open, closeAll } = connections;
+const connections = suiteServer((s) => (srv = s), {}, 10000);
+const { opened, open } = connections;
 const { peer, dev, devOn, nothingMore } = peers(connections, {});
 const { call, must, addNodes } = suiteApi(() => srv);
-
-beforeAll(async () => {
-  srv = await startTestServer();
-  expect(srv.supervisor.shardCount).toBe(2);
-});
-afterAll(async () => {
-  await srv?.stop();
-});
-afterEach(async () => {
-  await closeAll('every device connection of the test to close', 10000);
-});
 
 // ------------------------------------------------------------------ helpers
 

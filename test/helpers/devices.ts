@@ -2,9 +2,9 @@
 // afterEach (`closeAll`) closes them and waits until the server has seen every close; `openOn` places a
 // connection on a chosen shard.
 
-import { expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { TestClient } from './client.ts';
-import type { TestServer } from './server.ts';
+import { type Blocks, startTestServer, type TestServer } from './server.ts';
 import { openPerShard, openTotal, waitFor } from './shards.ts';
 
 export interface Devices {
@@ -72,4 +72,26 @@ export function devices(server: () => TestServer): Devices {
       await waitFor(() => openTotal(server()) === 0, what, ms);
     },
   };
+}
+
+/**
+ * The usual e2e suite: a two-shard test server with `overrides`, started before its tests (handed to `started`) and
+ * stopped after them, and its device connections, all closed after each test (waiting up to `closeMs` until the
+ * server has seen every close).
+ */
+export function suiteServer(started: (s: TestServer) => void, overrides: Blocks = {}, closeMs = 5000): Devices {
+  let srv: TestServer | undefined;
+  beforeAll(async () => {
+    srv = await startTestServer(overrides);
+    expect(srv.supervisor.shardCount).toBe(2);
+    started(srv);
+  });
+  afterAll(async () => {
+    await srv?.stop();
+  });
+  const connections = devices(() => srv!);
+  afterEach(async () => {
+    await connections.closeAll('the server to see every connection of the test closed', closeMs);
+  });
+  return connections;
 }

@@ -19,7 +19,7 @@ let accounts = 0;
 /** The admin bearer token of test servers. */
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
-type Blocks = { [B in keyof ConfigOverrides]: ConfigOverrides[B] };
+export type Blocks = { [B in keyof ConfigOverrides]: ConfigOverrides[B] };
 
 export async function startTestServer(overrides: Blocks = {}, opts: { keepData?: string } = {}): Promise<TestServer> {
   const dataDir = opts.keepData ?? mkdtempSync(join(tmpdir(), 'p2pc-test-'));
