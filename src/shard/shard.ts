@@ -104,7 +104,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private readonly tlsPort: number;
   readonly conns: (Connection | undefined)[] = [];
   private readonly freeSlots: number[] = [];
-  private dirty: Connection[] = [];
+  /**
+   * Connections with output queued this turn: the first `dirtyLen` of `dirty`. Two lists take turns (a flush walks
+   * one while new output joins the other) and keep their room: emptying a JS array would free it, and every turn
+   * would allocate it again.
+   */
+  private dirty: (Connection | null)[] = [];
+  private dirtyLen = 0;
+  private dirtySpare: (Connection | null)[] = [];
   private flushScheduled = false;
   private readonly idle = new Set<Connection>();
   private idleTimer: NodeJS.Timeout | null = null;
@@ -851,7 +858,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.outBytes += text.length;
     if (!conn.queued) {
       conn.queued = true;
-      this.dirty.push(conn);
+      this.dirty[this.dirtyLen++] = conn;
       this.scheduleFlush();
     }
   }
@@ -870,7 +877,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.outBytes += n;
     if (!conn.queued) {
       conn.queued = true;
-      this.dirty.push(conn);
+      this.dirty[this.dirtyLen++] = conn;
       this.scheduleFlush();
     }
     // A busy turn can bring one receiver megabytes: written as it goes, so output buffers stay small and pooled.
@@ -917,7 +924,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.outBytes += OK_DATA_SENT.length;
     if (!conn.queued) {
       conn.queued = true;
-      this.dirty.push(conn);
+      this.dirty[this.dirtyLen++] = conn;
       this.scheduleFlush();
     }
   }
@@ -932,7 +939,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     conn.outBytes += OK_DATA_SENT.length * count;
     if (!conn.queued) {
       conn.queued = true;
-      this.dirty.push(conn);
+      this.dirty[this.dirtyLen++] = conn;
       this.scheduleFlush();
     }
   }
@@ -1168,10 +1175,13 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       let n = conn.okRun;
       conn.okRun = 0;
       if (socket.destroyed) return;
-      while (n > 0) {
-        const k = Math.min(n, OK_LINES);
-        socket.write(OK_RUN.subarray(0, k * OK_DATA_SENT.length));
-        n -= k;
+      if (n <= OK_VIEWS.length) socket.write(OK_VIEWS[n - 1]!);
+      else {
+        while (n > 0) {
+          const k = Math.min(n, OK_LINES);
+          socket.write(OK_RUN.subarray(0, k * OK_DATA_SENT.length));
+          n -= k;
+        }
       }
       return;
     }
@@ -1184,11 +1194,15 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** One write per socket per turn, then one batch per link. */
   flush(): void {
     this.flushScheduled = false;
-    const dirty = this.dirty;
-    if (dirty.length > 0) {
-      this.dirty = [];
-      for (let i = 0; i < dirty.length; i++) {
+    const n = this.dirtyLen;
+    if (n > 0) {
+      const dirty = this.dirty;
+      this.dirty = this.dirtySpare;
+      this.dirtySpare = dirty;
+      this.dirtyLen = 0;
+      for (let i = 0; i < n; i++) {
         const conn = dirty[i]!;
+        dirty[i] = null; // no closed connection stays reachable from here
         conn.queued = false;
         if (conn.closed) {
           conn.out = '';
@@ -1916,6 +1930,8 @@ class OutPool {
 /** [OK:DATA_SENT] lines, written as slices (never modified). */
 const OK_LINES = 4096;
 const OK_RUN = Buffer.from(OK_DATA_SENT.repeat(OK_LINES), 'latin1');
+/** Slices of OK_RUN for the first few counts, made once: a device waiting for each reply gets one at a time. */
+const OK_VIEWS = Array.from({ length: 16 }, (_, i) => OK_RUN.subarray(0, (i + 1) * OK_DATA_SENT.length));
 
 /** Writes `n` [OK:DATA_SENT] lines into b at `at` (room checked by the caller); returns the bytes written. */
 function fillOk(b: Buffer, at: number, n: number): number {
