@@ -1,11 +1,10 @@
 // A batching, msgpackr-encoded, flow-controlled channel over one MessagePort.
 //
-// Producers append flat op fields to `ops` during an event-loop turn; `flush()` encodes them as one
-// msgpackr buffer, transfers it (no second copy) and counts its bytes as in flight. Bulk bytes (delivered lines) are
-// not encoded: ops name them by place in the link's side buffers, which travel beside the batch, transferred. The receiver
-// returns CREDIT for what it processed; `congested` says the in-flight bytes passed the limit, so
-// the caller stops reading sockets that feed this link until `onDecongest` fires. A MessagePort has
-// no backpressure of its own: this is it.
+// Producers append flat op fields to `ops` during an event-loop turn; `flush()` encodes them as one msgpackr buffer,
+// transfers it (no second copy) and counts its bytes as in flight. Bulk bytes (delivered lines) are not encoded: ops
+// name them by place in the link's side buffers, which travel beside the batch, transferred. The receiver returns
+// CREDIT for what it processed; `congested` says the in-flight bytes passed the limit, so the caller stops reading
+// sockets that feed this link until `onDecongest` fires. A MessagePort has no backpressure of its own: this is it.
 
 import type { MessagePort } from 'node:worker_threads';
 import { Packr, Unpackr } from 'msgpackr';

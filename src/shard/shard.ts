@@ -1175,7 +1175,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       let n = conn.okRun;
       conn.okRun = 0;
       if (socket.destroyed) return;
-      if (n <= OK_VIEWS.length) socket.write(OK_VIEWS[n - 1]!);
+      if (n > 0 && n <= OK_VIEWS.length) socket.write(OK_VIEWS[n - 1]!);
       else {
         while (n > 0) {
           const k = Math.min(n, OK_LINES);
