@@ -3,6 +3,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeBatch, encodeBatch, PortLink } from '../src/runtime/link.ts';
 import { OP } from '../src/runtime/messages.ts';
+import { waitFor } from './helpers/shards.ts';
 
 const open: PortLink[] = [];
 afterEach(() => {
@@ -18,7 +19,8 @@ function pair(): [PortLink, unknown[][]] {
   return [a, got];
 }
 
-const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
+/** Messages cross threads (here: ports of one thread) after the turn; a loaded box may take a while. */
+const until = (pred: () => boolean, what: string): Promise<void> => waitFor(pred, what, 10_000);
 
 describe('PortLink', () => {
   it('carries bulk bytes beside the batch: copied once when put, unchanged across turns and several side buffers', async () => {
@@ -48,25 +50,26 @@ describe('PortLink', () => {
       expect(a.sides).toEqual([]); // transferred with the batch
       expect(a.sideLen).toBe(0);
     }
-    await tick();
-    expect(got.length).toBe(want.length);
+    await until(() => got.length === want.length, 'every run to arrive');
     for (let i = 0; i < want.length; i++) expect(got[i]!.equals(want[i]!), `run ${i}`).toBe(true);
     expect(b.received).toEqual([]); // only while the handler runs
   });
 
   it('hands side buffers back with the next batch, and uses them again', async () => {
     const ch = new MessageChannel();
-    const a = new PortLink(1, ch.port1, 1 << 24, () => {});
-    const b = new PortLink(0, ch.port2, 1 << 24, () => {});
+    let atA = 0;
+    let atB = 0;
+    const a = new PortLink(1, ch.port1, 1 << 24, () => atA++);
+    const b = new PortLink(0, ch.port2, 1 << 24, () => atB++);
     open.push(a, b);
     const src = Buffer.alloc(1000, 66);
     a.putSide(src, 0, 1000);
     a.ops.push(OP.DELIVER_BYTES, 7, 1, 0, 0, 1000);
     a.flush();
-    await tick();
+    await until(() => atB === 1, "a's batch to arrive");
     b.ops.push(OP.KICK, 1);
-    b.flush(); // carries a's batch buffer and side buffer back
-    await tick();
+    b.flush(); // carries a's batch buffer and side buffer back (pooled before a's handler runs)
+    await until(() => atA === 1, "b's batch to arrive");
     const room = a.sideRoom(1000);
     expect(room.length).toBe(65536);
     expect(room[0]).toBe(66); // the same memory as before: handed back, not new
@@ -85,21 +88,21 @@ describe('PortLink', () => {
       credited.push(ops[1] as number);
       l.credit(ops[1] as number);
     });
-    const b = new PortLink(0, ch.port2, 16 * 4096, () => {});
+    let atB = 0;
+    const b = new PortLink(0, ch.port2, 16 * 4096, () => atB++);
     open.push(a, b);
     a.ops.push(OP.KICK, 1);
     a.flush();
-    await tick();
+    await until(() => atB === 1, 'the first batch to arrive');
     expect(b.pending).toBe(false); // a few bytes owed: not worth a batch of its own
     a.putSide(Buffer.alloc(5000), 0, 5000);
     a.ops.push(OP.DELIVER_BYTES, 1, 1, 0, 0, 5000);
     a.flush();
     expect(a.inflight).toBeGreaterThan(5000); // side bytes count as in flight
-    await tick();
+    await until(() => atB === 2, 'the second batch to arrive');
     expect(b.pending).toBe(true);
     b.flush();
-    await tick();
-    expect(credited.length).toBe(1);
+    await until(() => credited.length === 1, 'the credit to arrive');
     expect(a.inflight).toBe(0);
   });
 
@@ -109,7 +112,7 @@ describe('PortLink', () => {
     a.flush();
     a.ops.push(OP.KICK, 2, OP.KICK, 3);
     a.flush();
-    await tick();
+    await until(() => got.length === 2, 'both batches to arrive');
     expect(got).toEqual([
       [OP.KICK, 1],
       [OP.KICK, 2, OP.KICK, 3],
@@ -136,15 +139,16 @@ describe('PortLink', () => {
     const a = new PortLink(1, ch.port1, 1 << 20, (ops, l) => {
       if (ops[0] === OP.CREDIT) l.credit(ops[1] as number);
     });
-    const b = new PortLink(0, ch.port2, 1 << 20, () => {});
+    let atB = 0;
+    const b = new PortLink(0, ch.port2, 1 << 20, () => atB++);
     open.push(a, b);
     a.ops.push(OP.KICK, 1);
     a.flush();
     expect(a.inflight).toBeGreaterThan(0);
-    await tick();
+    await until(() => atB === 1, 'the batch to arrive');
     b.flush(); // returns CREDIT
-    await tick();
-    expect(a.inflight).toBe(0);
+    await until(() => a.inflight === 0, 'the credit to arrive');
+    expect(a.pending).toBe(false); // the credit-only batch is not credited back
     expect(b.pending).toBe(false);
   });
 });
