@@ -72,9 +72,9 @@ async function plain(port = srv.port): Promise<TestClient> {
  * A TLS connection to the TLS port that trusts only the generated certificate. It runs over a TCP socket of
  * our own (`tcp`), so a test can reset that socket under the TLS session.
  */
-async function secure(): Promise<TestClient & { tcp: Socket }> {
+async function secure(port = srv.tlsPort): Promise<TestClient & { tcp: Socket }> {
   const tcp = await new Promise<Socket>((resolve, reject) => {
-    const s = netConnect({ port: srv.tlsPort, host: '127.0.0.1' });
+    const s = netConnect({ port, host: '127.0.0.1' });
     s.once('connect', () => resolve(s));
     s.once('error', reject);
   });
@@ -356,7 +356,8 @@ describe('TLS listener', () => {
     // 2. Random garbage.
     const raw2 = await plain(srv.tlsPort);
     const junk2 = randomBytes(65536);
-    junk2[0] = 0; // not a TLS record type: a valid one could make the server wait for the rest of a record
+    junk2[0] = 0; // neither a TLS record type nor a 3.x version (see the fifty below)
+    junk2[1] = 0;
     raw2.socket.write(junk2);
     await raw2.closedByServer();
     // 3. A client that does not trust the certificate aborts the handshake.
@@ -382,9 +383,12 @@ describe('TLS listener', () => {
     // 6. Fifty garbage connections at once.
     const many = await Promise.all(Array.from({ length: 50 }, () => plain(srv.tlsPort)));
     for (const m of many) {
-      // Garbage that cannot start a TLS record (a valid first byte could make the server wait for the rest).
+      // Garbage that cannot start a TLS record: a valid first byte, or a record version of 3.x (second byte 3, as 1
+      // in 256 random ones are) with a length the bytes sent do not reach, makes the server wait for the rest of the
+      // record until its handshake timeout.
       const junk = randomBytes(300);
       junk[0] = 0;
+      junk[1] = 0;
       m.socket.write(junk);
     }
     // Closed, however busy the box is (the point is that they are, not how fast).
@@ -419,6 +423,36 @@ describe('TLS listener', () => {
     const t2 = await reg(await secure(), key, 'BT2');
     expect(await t2.request(`TCP:PUSH:${key}:RID:BT:new`)).toBe('[OK:DATA_SENT]');
     expect(await t.line()).toBe('PUSH:new');
+  });
+});
+
+describe('TLS handshake deadline (NODE.WAIT_FOR_CMD 0.5 s)', () => {
+  let quick: TestServer;
+  beforeAll(async () => {
+    quick = await startTestServer({
+      NODE: { WAIT_FOR_CMD: 0.5 },
+      TLS: { ENABLED: true, PORT: 0, CERT: join(certDir, 'cert.pem'), KEY: join(certDir, 'key.pem') },
+    });
+  });
+  afterAll(async () => {
+    await quick?.stop();
+  });
+
+  it('a handshake that never finishes is cut like a connection that sends no command', async () => {
+    // A record header that promises 4 KB of handshake, then silence: the server waits for the rest of the record.
+    const stalled = await plain(quick.tlsPort);
+    stalled.socket.write(Buffer.from([0x16, 0x03, 0x01, 0x10, 0x00]));
+    // A ClientHello, then silence: the server answered and waits for the client's next flight.
+    const silent = await plain(quick.tlsPort);
+    silent.socket.write(await captureClientHello());
+    const t0 = Date.now();
+    await stalled.closedByServer(10000);
+    await silent.closedByServer(10000);
+    expect(Date.now() - t0).toBeLessThan(10000);
+    expect(stalled.buffer).toBe('');
+    // A device that completes its handshake in time is served.
+    const c = await secure(quick.tlsPort);
+    expect(await c.request(`TCP:ID:${quick.key}:QUICK`)).toBe('[OK:QUICK]');
   });
 });
 

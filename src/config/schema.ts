@@ -80,7 +80,7 @@ export const SCHEMA = {
       type: 'number',
       def: 60,
       min: 0.01,
-      doc: 'seconds a new connection has to send its first command',
+      doc: 'seconds a new connection has to send its first command (on the TLS port, its handshake must finish within them too)',
     },
     COM_CHK: {
       type: 'number',

@@ -214,6 +214,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       const tls = this.config.TLS;
       const secure = createTlsServer({
         ...opts,
+        // A handshake that never finishes (a partial record, then silence) is a connection that sends no command.
+        handshakeTimeout: Math.max(1, Math.round(this.waitMs)),
         cert: readFileSync(tls.CERT),
         key: readFileSync(tls.KEY),
         ...(tls.PSK
@@ -228,7 +230,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           : {}),
       });
       secure.on('secureConnection', (socket) => this.onConnection(socket, true));
-      secure.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'TLS handshake failed'));
+      // Node reports a failed or timed-out handshake here but leaves the socket open: it is closed here.
+      secure.on('tlsClientError', (err, socket) => {
+        this.log.debug({ err: err.message }, 'TLS handshake failed');
+        socket.destroy();
+      });
       this.tlsServer = secure;
       await this.listen(secure, this.tlsPort);
     }
@@ -529,6 +535,17 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     this.freeSlots.push(conn.slot);
   }
 
+  /**
+   * Closes a connection the server gives up on (missed liveness, slow consumer, kicked, account deleted) with its
+   * close handled first: its ID is free, and its will pushed, before the device can see the socket close. The
+   * 'close' event that follows finds it closed already. (Left to that event, a device that saw the close and came
+   * straight back could find its own dead registration still alive: [FAIL:NODEEXIST].)
+   */
+  private closeNow(conn: Connection): void {
+    this.onClose(conn);
+    conn.socket.destroy();
+  }
+
   /** Ends the connection's registration (close or REMID) and tells the owner shard. */
   releaseRegistration(conn: Connection): void {
     const acct = conn.account;
@@ -802,7 +819,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const conn = this.conns[slotOf(handle)];
     if (conn !== undefined && conn.handle === handle) {
       this.log.info({ id: conn.id }, 'device kicked by the operator');
-      conn.socket.destroy();
+      this.closeNow(conn);
     }
   }
 
@@ -1374,7 +1391,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
           if (conn.handle !== 0 && now - conn.lastRx >= 2 * tick) {
             this.metrics.livenessClosed++;
             this.log.debug({ id: conn.id }, 'missed liveness: connection closed');
-            conn.socket.destroy();
+            this.closeNow(conn);
             continue;
           }
           conn.syncAt = now;
@@ -1384,7 +1401,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       if (conn.fullSince !== 0 && now - conn.fullSince >= this.deadlineMs) {
         if (conn.outBytes + conn.socket.writableLength > this.maxOut) {
           this.log.info({ id: conn.id }, 'slow consumer disconnected');
-          conn.socket.destroy();
+          this.closeNow(conn);
         } else this.clearFull(conn);
       }
     }
@@ -1833,7 +1850,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   /** A deleted account: close its connections on this shard. */
   private dropAccount(accountId: number): void {
     for (const conn of this.conns) {
-      if (conn !== undefined && conn.account !== null && conn.account.id === accountId) conn.socket.destroy();
+      if (conn !== undefined && conn.account !== null && conn.account.id === accountId) this.closeNow(conn);
     }
   }
 
