@@ -153,6 +153,27 @@ describe('takeover from a holder that missed liveness (COM_CHK 0.5 s)', () => {
     await srv?.stop();
   });
 
+  it('a newcomer that asks for the ID the moment the dead holder is seen closed takes it over', async () => {
+    const { port } = srv;
+    const keys = keysOnBothOwners(srv);
+    const ids = ['R0', 'R1', 'R2', 'R3', 'R4', 'R5'];
+    const pairs = keys.flatMap((k) => ids.map((id) => ({ k, id })));
+    const holders = await Promise.all(pairs.map(({ k, id }) => device(port, k, id)));
+    // After the holders' first silent tick (their SYNC), so the newcomers' own deadline without an ID (two ticks)
+    // comes well after the holders' close. Connected already, on either shard: between the close and the request
+    // there is only the loopback.
+    for (const h of holders) expect(await h.line(5000)).toMatch(SYNC_RE);
+    const newcomers = await Promise.all(pairs.map(() => TestClient.open(port)));
+    pairs.forEach(({ k, id }, i) => {
+      holders[i]!.socket.once('close', () => newcomers[i]!.write(`TCP:ID:${k}:${id}\r\n`));
+    });
+    // The holders answer no SYNC: at their second silent tick the server closes them (missed liveness).
+    await Promise.all(holders.map((h) => h.closedByServer(5000)));
+    const answers = await Promise.all(newcomers.map((c) => reply(c)));
+    expect(answers).toEqual(pairs.map(({ id }) => `[OK:${id}]`));
+    for (const c of newcomers) c.close();
+  });
+
   it('holders silent for two ticks are closed after one SYNC; a newcomer then takes each ID', async () => {
     const { port } = srv;
     const keys = keysOnBothOwners(srv);
