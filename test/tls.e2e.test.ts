@@ -456,6 +456,38 @@ describe('TLS handshake deadline (NODE.WAIT_FOR_CMD 0.5 s)', () => {
   });
 });
 
+describe('connection limits on the TLS port (PServer.IP_VELOCITY 2)', () => {
+  let limited: TestServer;
+  beforeAll(async () => {
+    limited = await startTestServer({
+      PServer: { IP_VELOCITY: 2 },
+      TLS: { ENABLED: true, PORT: 0, CERT: join(certDir, 'cert.pem'), KEY: join(certDir, 'key.pem') },
+    });
+  });
+  afterAll(async () => {
+    await limited?.stop();
+  });
+
+  it('apply before the handshake, once per connection: past them a connection is closed without a handshake', async () => {
+    // The window is a fixed calendar minute: do not straddle its end.
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 50_000) await sleep(60_000 - intoMinute + 200);
+    // Two TLS devices from 127.0.0.1: each counted once (counted again after its handshake, the second would fail).
+    const a = await secure(limited.tlsPort);
+    const b = await secure(limited.tlsPort);
+    expect(await a.request(`TCP:ID:${limited.key}:LA`)).toBe('[OK:LA]');
+    expect(await b.request(`TCP:ID:${limited.key}:LB`)).toBe('[OK:LB]');
+    // The third is closed before any TLS byte: no ServerHello, nothing at all.
+    const third = await plain(limited.tlsPort);
+    third.socket.write(await captureClientHello());
+    await third.closedByServer(5000);
+    expect(third.buffer).toBe('');
+    // The devices admitted keep working.
+    expect(await a.request(`TCP:PUSH:${limited.key}:RID:LB:still`)).toBe('[OK:DATA_SENT]');
+    expect(await b.line()).toBe('PUSH:still');
+  });
+});
+
 /** The bytes of a real ClientHello, captured from node:tls against a throwaway local listener. */
 async function captureClientHello(): Promise<Buffer> {
   const { createServer } = await import('node:net');

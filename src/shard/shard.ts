@@ -229,6 +229,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
             }
           : {}),
       });
+      secure.on('connection', (raw: Socket) => this.onTlsTcp(raw));
       secure.on('secureConnection', (socket) => this.onConnection(socket, true));
       // Node reports a failed or timed-out handshake here but leaves the socket open: it is closed here.
       secure.on('tlsClientError', (err, socket) => {
@@ -285,25 +286,36 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   // ---------------------------------------------------------------- connections
 
+  /** The connection limits (MAXLOAD, MAX_RSS_MB, VELOCITY, IP_VELOCITY, AUTH_FAILS): the reply that refuses, or null. */
+  private admit(socket: Socket): string | null {
+    if (this.openConnections() >= this.config.PServer.MAXLOAD) return FAIL_LINE.SERVER_FULL;
+    const maxRss = this.config.PServer.MAX_RSS_MB;
+    if (maxRss > 0 && this.rss > maxRss * 1048576) return FAIL_LINE.SERVER_FULL;
+    if (!this.velocityAllows() || !this.addressAllows(socket)) return FAIL_LINE.RATE_LIMIT;
+    return null;
+  }
+
+  /**
+   * A TCP connection to the TLS port, before its handshake: the connection limits apply here, so a handshake (which
+   * costs the server more than a plain connection) is only made for a connection they admit. One they refuse is
+   * closed without a word: a TLS client could not read a plain [FAIL:...] line.
+   */
+  private onTlsTcp(raw: Socket): void {
+    if (!this.stopping && this.admit(raw) === null) return;
+    raw.on('error', noop);
+    raw.destroy();
+  }
+
   private onConnection(socket: Socket, encrypted = false): void {
     if (this.stopping) {
       socket.destroy();
       return;
     }
-    if (this.openConnections() >= this.config.PServer.MAXLOAD) {
+    // A TLS connection passed the limits before its handshake (onTlsTcp).
+    const refused = encrypted ? null : this.admit(socket);
+    if (refused !== null) {
       socket.on('error', noop);
-      socket.end(FAIL_LINE.SERVER_FULL);
-      return;
-    }
-    const maxRss = this.config.PServer.MAX_RSS_MB;
-    if (maxRss > 0 && this.rss > maxRss * 1048576) {
-      socket.on('error', noop);
-      socket.end(FAIL_LINE.SERVER_FULL);
-      return;
-    }
-    if (!this.velocityAllows() || !this.addressAllows(socket)) {
-      socket.on('error', noop);
-      socket.end(FAIL_LINE.RATE_LIMIT);
+      socket.end(refused);
       return;
     }
     Atomics.add(this.counters, COUNTER_OPEN + this.index, 1);
