@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hstcpMac, hstcpProof, stcpSessionKey } from '../src/protocol/secure.ts';
 import { TestClient } from './helpers/client.ts';
 import { devices } from './helpers/devices.ts';
-import { startTestServer, type TestServer } from './helpers/server.ts';
+import { type Blocks, startTestServer, type TestServer } from './helpers/server.ts';
 import { sleep } from './helpers/shards.ts';
 
 let srv: TestServer;
@@ -426,19 +426,26 @@ describe('TLS listener', () => {
   });
 });
 
-describe('TLS handshake deadline (NODE.WAIT_FOR_CMD 0.5 s)', () => {
-  let quick: TestServer;
+/** Another server with the TLS listener on the generated certificate, for the suite it is called in. */
+function tlsServer(overrides: Blocks): () => TestServer {
+  let s: TestServer | undefined;
   beforeAll(async () => {
-    quick = await startTestServer({
-      NODE: { WAIT_FOR_CMD: 0.5 },
+    s = await startTestServer({
+      ...overrides,
       TLS: { ENABLED: true, PORT: 0, CERT: join(certDir, 'cert.pem'), KEY: join(certDir, 'key.pem') },
     });
   });
   afterAll(async () => {
-    await quick?.stop();
+    await s?.stop();
   });
+  return () => s!;
+}
+
+describe('TLS handshake deadline (NODE.WAIT_FOR_CMD 0.5 s)', () => {
+  const server = tlsServer({ NODE: { WAIT_FOR_CMD: 0.5 } });
 
   it('a handshake that never finishes is cut like a connection that sends no command', async () => {
+    const quick = server();
     // A record header that promises 4 KB of handshake, then silence: the server waits for the rest of the record.
     const stalled = await plain(quick.tlsPort);
     stalled.socket.write(Buffer.from([0x16, 0x03, 0x01, 0x10, 0x00]));
@@ -457,18 +464,10 @@ describe('TLS handshake deadline (NODE.WAIT_FOR_CMD 0.5 s)', () => {
 });
 
 describe('connection limits on the TLS port (PServer.IP_VELOCITY 2)', () => {
-  let limited: TestServer;
-  beforeAll(async () => {
-    limited = await startTestServer({
-      PServer: { IP_VELOCITY: 2 },
-      TLS: { ENABLED: true, PORT: 0, CERT: join(certDir, 'cert.pem'), KEY: join(certDir, 'key.pem') },
-    });
-  });
-  afterAll(async () => {
-    await limited?.stop();
-  });
+  const server = tlsServer({ PServer: { IP_VELOCITY: 2 } });
 
   it('apply before the handshake, once per connection: past them a connection is closed without a handshake', async () => {
+    const limited = server();
     // The window is a fixed calendar minute: do not straddle its end.
     const intoMinute = Date.now() % 60_000;
     if (intoMinute > 50_000) await sleep(60_000 - intoMinute + 200);
