@@ -3,6 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, device, reply, SYNC_RE, TestClient } from './helpers/client.ts';
+import { devices } from './helpers/devices.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, sleep } from './helpers/shards.ts';
 
@@ -524,4 +525,44 @@ describe('PServer.SHARD_YOUNG_MB', () => {
       await free.stop();
     }
   });
+});
+
+describe('PServer.LINK_MAX_BYTES 64 KB, its minimum (every other key at its default)', () => {
+  let srv: TestServer;
+  const { devOn, closeAll } = devices(() => srv);
+  beforeAll(async () => {
+    srv = await startTestServer({ PServer: { LINK_MAX_BYTES: 65536 } });
+  });
+  afterAll(async () => {
+    await srv?.stop();
+  });
+
+  /** p2pc_link_pauses_total from /metrics. */
+  async function linkPauses(): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${srv.httpPort}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('p2pc_link_pauses_total '));
+    if (line === undefined) throw new Error('no p2pc_link_pauses_total');
+    return Number(line.slice('p2pc_link_pauses_total '.length));
+  }
+
+  it('a pipelined flood across shards waits for the window and arrives whole: every push once, in order', async () => {
+    const key = srv.newKey();
+    const a = await devOn(0, key, 'LA');
+    const b = await devOn(1, key, 'LB');
+    const before = await linkPauses();
+    // About 2 MB for the other shard, written at once: the sender must stop reading while 64 KB are in flight.
+    const n = 30_000;
+    const pad = 'x'.repeat(40);
+    let text = '';
+    for (let i = 0; i < n; i++) text += `TCP:PUSH:${key}:RID:LB:${i}:${pad}\r\n`;
+    a.write(text);
+    const got = await b.lines(n, 60_000);
+    expect(got.length).toBe(n);
+    for (let i = 0; i < n; i++)
+      if (got[i] !== `PUSH:${i}:${pad}`) expect(got[i], `delivery ${i}`).toBe(`PUSH:${i}:${pad}`);
+    const replies = await a.lines(n, 60_000);
+    expect(replies.every((r) => r === '[OK:DATA_SENT]')).toBe(true);
+    expect(await linkPauses()).toBeGreaterThan(before);
+    await closeAll('the server to see every connection of the test closed');
+  }, 120_000);
 });

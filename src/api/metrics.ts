@@ -62,6 +62,11 @@ export class Metrics {
     counter('p2pc_bytes_in_total', 'bytes read from devices', 'bytes_in');
     counter('p2pc_bytes_out_total', 'bytes written to devices', 'bytes_out');
     counter('p2pc_cross_thread_batches_total', 'msgpackr batches posted between threads', 'batches_out');
+    counter(
+      'p2pc_link_pauses_total',
+      'devices whose reading paused because a link to another shard had PServer.LINK_MAX_BYTES in flight',
+      'link_pauses',
+    );
     counter('p2pc_presence_events_total', 'PRESENCE lines sent to watchers', 'presence_events');
     counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
     counter('p2pc_liveness_closed_total', 'registered connections closed for missing liveness', 'liveness_closed');

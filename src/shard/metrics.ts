@@ -21,6 +21,8 @@ export class ShardMetrics {
   bytesIn = 0;
   bytesOut = 0;
   batchesOut = 0;
+  /** Devices whose reading was paused because a link to another shard had LINK_MAX_BYTES in flight. */
+  linkPauses = 0;
   presenceEvents = 0;
   willsFired = 0;
   /** Registered connections closed for missing liveness (silent two ticks). */
@@ -54,6 +56,8 @@ export class ShardMetrics {
       this.bytesOut,
       'batches_out',
       this.batchesOut,
+      'link_pauses',
+      this.linkPauses,
       'presence_events',
       this.presenceEvents,
       'wills_fired',

@@ -1364,6 +1364,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
 
   private pauseForLink(conn: Connection, link: PortLink): void {
     link.noteCongested();
+    if ((conn.pauses & PAUSE.LINK) === 0) this.metrics.linkPauses++;
     this.pause(conn, PAUSE.LINK);
     this.linkPaused.add(conn);
   }
