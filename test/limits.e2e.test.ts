@@ -566,3 +566,34 @@ describe('PServer.LINK_MAX_BYTES 64 KB, its minimum (every other key at its defa
     await closeAll('the server to see every connection of the test closed');
   }, 120_000);
 });
+
+describe('PServer.DRAIN_S 1 s (NODE.MAX_OUTBUF 64 KB)', () => {
+  it('on stop, a device that does not read its queued output is cut after DRAIN_S, not waited for', async () => {
+    const srv = await startTestServer({ PServer: { DRAIN_S: 1 }, NODE: { MAX_OUTBUF: 65536 } });
+    const { port, key } = srv;
+    const sender = await device(port, key, 'DSND');
+    const reader = await device(port, key, 'DREAD');
+    const stuck = await device(port, key, 'DSTUCK');
+    stuck.socket.pause();
+    // Fill the stuck device's output past what the kernel takes: the server holds the rest.
+    const payload = 'y'.repeat(1000);
+    let r = '';
+    for (let i = 0; i < 10_000; i++) {
+      r = await sender.request(`TCP:PUSH:${key}:RID:DSTUCK:${payload}`);
+      if (r !== '[OK:DATA_SENT]') break;
+    }
+    expect(r).toBe('[FAIL:REM_LINK]');
+    // The others are served up to the stop.
+    expect(await sender.request(`TCP:PUSH:${key}:RID:DREAD:last words`)).toBe('[OK:DATA_SENT]');
+    expect(await reader.line()).toBe('PUSH:last words');
+    const t0 = Date.now();
+    await srv.stop();
+    const took = Date.now() - t0;
+    await reader.closedByServer(5000);
+    stuck.socket.resume(); // a paused socket never sees the close
+    await stuck.closedByServer(5000);
+    // The stop waited for the stuck device's output for DRAIN_S (not for ever).
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(10_000);
+  }, 60_000);
+});
