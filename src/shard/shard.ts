@@ -885,11 +885,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       conn.out += text;
     }
     conn.outBytes += text.length;
-    if (!conn.queued) {
-      conn.queued = true;
-      this.dirty[this.dirtyLen++] = conn;
-      this.scheduleFlush();
-    }
+    this.markDirty(conn);
   }
 
   /** Queues the bytes src[a, b) (copied) for the connection: the bulk deliveries' output. */
@@ -904,11 +900,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     else ob.set(src.subarray(a, b), conn.outLen);
     conn.outLen += n;
     conn.outBytes += n;
-    if (!conn.queued) {
-      conn.queued = true;
-      this.dirty[this.dirtyLen++] = conn;
-      this.scheduleFlush();
-    }
+    this.markDirty(conn);
     // A busy turn can bring one receiver megabytes: written as it goes, so output buffers stay small and pooled.
     if (conn.outLen >= OUT_EARLY) this.flushNow(conn);
   }
@@ -951,11 +943,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     conn.okRun++;
     conn.outBytes += OK_DATA_SENT.length;
-    if (!conn.queued) {
-      conn.queued = true;
-      this.dirty[this.dirtyLen++] = conn;
-      this.scheduleFlush();
-    }
+    this.markDirty(conn);
   }
 
   /** `count` times sendDataSent (the sender's replies to a run of pushes). */
@@ -966,11 +954,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     conn.okRun += count;
     conn.outBytes += OK_DATA_SENT.length * count;
-    if (!conn.queued) {
-      conn.queued = true;
-      this.dirty[this.dirtyLen++] = conn;
-      this.scheduleFlush();
-    }
+    this.markDirty(conn);
   }
 
   /** Reserves the place of an answer another thread decides; later output waits behind it. */
@@ -1220,6 +1204,14 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     if (!socket.destroyed) socket.write(text, 'latin1');
   }
 
+  /** Queues the connection's output for this turn's flush (once per turn). */
+  private markDirty(conn: Connection): void {
+    if (conn.queued) return;
+    conn.queued = true;
+    this.dirty[this.dirtyLen++] = conn;
+    this.scheduleFlush();
+  }
+
   /** One write per socket per turn, then one batch per link. */
   flush(): void {
     this.flushScheduled = false;
@@ -1325,8 +1317,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
       link.lastBytes = ops.length;
       ops.push(OP.DELIVER_BYTES, handle, count, side, at, end);
     }
-    link.lastHandle = 0; // no DELIVER coalesces into this op
-    link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
   }
@@ -1346,8 +1336,6 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const ops = link.ops;
     ops.push(OP.DELIVER_BYTES_MANY, count, link.sides.length - 1, at, at + b - a, handles.length);
     for (let i = 0; i < handles.length; i++) ops.push(handles[i]);
-    link.lastHandle = 0;
-    link.lastData = -1;
     this.scheduleFlush();
     if (link.congested) this.pauseForLink(producer, link);
   }

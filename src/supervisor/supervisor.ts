@@ -414,7 +414,7 @@ export class Supervisor {
       const c = this.shards[h.origin]?.control;
       c?.ops.push(OP.HOLD_RESULT, h.req, result === 'DATA_HELD' && !stored ? 'REM_ID' : result);
     }
-    for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
+    this.flushControls();
   }
 
   /** §5 Hold: a device in the tree, in a router, an alias target, or registered before. */
@@ -751,17 +751,22 @@ export class Supervisor {
     this.spawn(index, peers, psk);
   }
 
-  private flushScheduled = false;
-  private readonly flushNow = (): void => {
-    this.flushScheduled = false;
+  /** Posts what is queued on every shard's control link, one batch each. */
+  private flushControls(): void {
     for (const s of this.shards) if (s.control?.ops.length) s.control.flush();
+  }
+
+  private flushScheduled = false;
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flushControls();
   };
 
-  /** Flushes every shard's control link at the end of this turn (ops queued until then go in one batch each). */
+  /** flushControls at the end of this turn (ops queued until then go in one batch each). */
   private flushLater(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(this.flushNow);
+    setImmediate(this.scheduledFlush);
   }
 
   private markSeen(entries: { accountId: number; id: string }[]): void {
