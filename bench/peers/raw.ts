@@ -282,7 +282,7 @@ async function rawFlow(
 
 /** Ping-pong over counted deliveries: A publishes to B (topic tb), B publishes the same payload back (topic ta). */
 function countedPingPong(
-  proto: PubSubProtocol,
+  proto: Pick<PubSubProtocol, 'publishFrame' | 'counter' | 'replyError'>,
   aOut: Socket,
   aIn: Socket,
   bOut: Socket,
@@ -410,6 +410,11 @@ class PubSubRaw implements Driver {
   }
 }
 
+/** A P2Pcluster `[FAIL:...]` reply in what a device received (its first 200 characters), or null. */
+function p2pFail(b: Buffer): string | null {
+  return b.indexOf('[FAIL') >= 0 ? b.toString('latin1').slice(0, 200) : null;
+}
+
 /**
  * Counts the `PUSH:` lines of a P2Pcluster device's stream on the bytes (the replies, `[OK:DATA_SENT]`, start with
  * `[`): one branch per line start, no strings, as lean as the other systems' counters. Reports `[FAIL` replies.
@@ -417,7 +422,8 @@ class PubSubRaw implements Driver {
 function pushCounter(onCount: (n: number) => void, onError: (e: string) => void): (b: Buffer) => void {
   let lineStart = true;
   return (b) => {
-    if (b.indexOf('[FAIL') >= 0) onError(b.toString('latin1').slice(0, 200));
+    const e = p2pFail(b);
+    if (e !== null) onError(e);
     let n = 0;
     let i = 0;
     while (i < b.length) {
@@ -434,27 +440,13 @@ function pushCounter(onCount: (n: number) => void, onError: (e: string) => void)
   };
 }
 
-/** P2Pcluster's ping-pong: A pushes to B, B pushes the same payload back on every delivery, A times each return. */
-function p2pPingPong(a: Socket, b: Socket, toB: Buffer, toA: Buffer, rounds: number): Promise<number[]> {
-  const r = new Rounds();
-  const onError = (e: string): void => r.fail(new Error(e));
-  const atA = pushCounter(() => r.back(), onError);
-  const atB = pushCounter((n) => {
-    for (let i = 0; i < n; i++) b.write(toA);
-  }, onError);
-  const closed = (): void => r.fail(new Error('the broker closed a socket'));
-  a.on('data', atA);
-  b.on('data', atB);
-  a.on('close', closed);
-  b.on('close', closed);
-  return r
-    .run(rounds, () => a.write(toB))
-    .finally(() => {
-      a.off('data', atA);
-      b.off('data', atB);
-      a.off('close', closed);
-      b.off('close', closed);
-    });
+/** P2Pcluster as countedPingPong sees a protocol: frames push to an ID, deliveries are PUSH lines counted on the bytes. */
+function p2pRoundTrips(key: string): Pick<PubSubProtocol, 'publishFrame' | 'counter' | 'replyError'> {
+  return {
+    publishFrame: (id) => Buffer.from(`TCP:PUSH:${key}:RID:${id}:${PAYLOAD}\r\n`, 'latin1'),
+    counter: (_id, _s, onCount, onError) => ({ onData: pushCounter(onCount, onError), rest: () => 0 }),
+    replyError: p2pFail,
+  };
 }
 
 class P2PclusterRaw implements Driver {
@@ -482,7 +474,6 @@ class P2PclusterRaw implements Driver {
     capMs: number,
     cpu: () => number,
   ): Promise<FlowResult> {
-    const fail = (b: Buffer): string | null => (b.indexOf('FAIL') >= 0 ? b.toString('latin1') : null);
     return rawFlow(
       sender,
       receivers,
@@ -492,7 +483,7 @@ class P2PclusterRaw implements Driver {
       chunk,
       capMs,
       cpu,
-      fail,
+      p2pFail,
       (flow, s, i) => {
         s.on('data', (b: Buffer) => flow.deliver(i, countLines(b)));
         return () => 0;
@@ -527,10 +518,10 @@ class P2PclusterRaw implements Driver {
     return withConnections(destroy, async (keep) => {
       const a = keep.one(await this.reg(this.key, ida));
       const b = keep.one(await this.reg(this.key, idb));
-      const toB = Buffer.from(`TCP:PUSH:${this.key}:RID:${idb}:${PAYLOAD}\r\n`, 'latin1');
-      const toA = Buffer.from(`TCP:PUSH:${this.key}:RID:${ida}:${PAYLOAD}\r\n`, 'latin1');
-      await p2pPingPong(a, b, toB, toA, RTT_WARMUP);
-      return p2pPingPong(a, b, toB, toA, rounds);
+      // A device reads its deliveries and its replies on one socket: it is both the In and the Out side.
+      const go = (n: number): Promise<number[]> => countedPingPong(p2pRoundTrips(this.key), a, a, b, b, ida, idb, n);
+      await go(RTT_WARMUP);
+      return go(rounds);
     });
   }
 
