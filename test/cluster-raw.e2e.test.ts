@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NODE_RAW, rawHeader } from '../src/cluster/raw-header.ts';
 import { apiMust } from './helpers/api.ts';
+import { metric } from './helpers/metrics.ts';
 import { hashPrefix, MiB, makeBase, nastyBytes, Peer, sendStream } from './helpers/raw-peer.ts';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
@@ -78,14 +79,6 @@ async function known(key: string, id: string, via: Peer): Promise<void> {
     await sleep(10);
   }
   throw new Error(`${id} never showed online elsewhere`);
-}
-
-/** A counter of the node's /metrics. */
-async function metric(s: TestServer, series: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  if (line === undefined) throw new Error(`no series ${series}`);
-  return Number(line.slice(series.length + 1));
 }
 
 async function link(w: Peer, r: Peer, key: string): Promise<void> {

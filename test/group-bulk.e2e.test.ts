@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { apiMust } from './helpers/api.ts';
 import { prng, splitAt } from './helpers/chunks.ts';
 import { TestClient } from './helpers/client.ts';
+import { scrapeMetrics } from './helpers/metrics.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, openTotal, waitFor } from './helpers/shards.ts';
 
@@ -380,21 +381,14 @@ describe('pipelined group pushes: FANOUT_LIMIT and exact counters', () => {
     const { key } = account();
     const sender = await devOn(key, 'S', 0);
     const members = [await devOn(key, 'A', 0), await devOn(key, 'B', 1), await devOn(key, 'C', 1)];
-    const scrape = async (): Promise<Map<string, number>> => {
-      const text = await (await fetch(`http://127.0.0.1:${srv.httpPort}/metrics`)).text();
-      const m = new Map<string, number>();
-      for (const l of text.split('\n'))
-        if (l.startsWith('p2pc_')) m.set(l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1)));
-      return m;
-    };
-    const before = await scrape();
+    const before = await scrapeMetrics(srv);
     const n = 3000;
     let bytes = '';
     for (let i = 0; i < n; i++) bytes += `TCP:PUSH:${key}:FRIENDS:n${i}\r\n`;
     sender.write(bytes);
     expect(await sender.lines(n, 20000)).toEqual(Array(n).fill('[OK:ALL_3]'));
     for (const c of members) await c.lines(n, 20000);
-    const after = await scrape();
+    const after = await scrapeMetrics(srv);
     const delta = (series: string): number => after.get(series)! - (before.get(series) ?? 0);
     expect(delta('p2pc_deliveries_total')).toBe(3 * n);
     expect(delta('p2pc_delivered_total{target="FRIENDS"}')).toBe(3 * n);

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, device, reply, SYNC_RE, TestClient } from './helpers/client.ts';
 import { devices } from './helpers/devices.ts';
+import { metric } from './helpers/metrics.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openPerShard, sleep } from './helpers/shards.ts';
 
@@ -537,13 +538,7 @@ describe('PServer.LINK_MAX_BYTES 64 KB, its minimum (every other key at its defa
     await srv?.stop();
   });
 
-  /** p2pc_link_pauses_total from /metrics. */
-  async function linkPauses(): Promise<number> {
-    const text = await (await fetch(`http://127.0.0.1:${srv.httpPort}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith('p2pc_link_pauses_total '));
-    if (line === undefined) throw new Error('no p2pc_link_pauses_total');
-    return Number(line.slice('p2pc_link_pauses_total '.length));
-  }
+  const linkPauses = (): Promise<number> => metric(srv, 'p2pc_link_pauses_total');
 
   it('a pipelined flood across shards waits for the window and arrives whole: every push once, in order', async () => {
     const key = srv.newKey();

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { device } from './helpers/client.ts';
+import { metricOf } from './helpers/metrics.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 import { openTotal, waitFor } from './helpers/shards.ts';
 
@@ -18,12 +19,6 @@ async function scrape(): Promise<string> {
   return res.text();
 }
 
-function value(text: string, series: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  if (line === undefined) throw new Error(`no series ${series}`);
-  return Number(line.slice(series.length + 1));
-}
-
 describe('operations endpoints (issue 10)', () => {
   it('/healthz and /readyz', async () => {
     const h = await fetch(`http://127.0.0.1:${srv.httpPort}/healthz`);
@@ -34,7 +29,7 @@ describe('operations endpoints (issue 10)', () => {
 
   it('/metrics counts registrations, pushes by target, deliveries, failures, presence and wills across shards', async () => {
     const before = await scrape();
-    const regs0 = value(before, 'p2pc_registrations_total');
+    const regs0 = metricOf(before, 'p2pc_registrations_total');
     const devs = await Promise.all(Array.from({ length: 8 }, (_, i) => device(srv.port, srv.key, `MET${i}`)));
     const w = devs[0]!;
     expect(await w.request(`TCP:WATCH:${srv.key}:RID:MET7`)).toBe('[OK:WATCHING]');
@@ -48,14 +43,14 @@ describe('operations endpoints (issue 10)', () => {
     expect(await w.line()).toBe('PRESENCE:MET7:OFFLINE');
     expect(await devs[1]!.line()).toBe('PUSH:gone');
     const after = await scrape();
-    expect(value(after, 'p2pc_registrations_total') - regs0).toBe(8);
-    expect(value(after, 'p2pc_pushes_total{target="RID"}')).toBeGreaterThanOrEqual(9);
-    expect(value(after, 'p2pc_deliveries_total')).toBeGreaterThanOrEqual(8);
-    expect(value(after, 'p2pc_failures_total{code="REM_ID"}')).toBeGreaterThanOrEqual(1);
-    expect(value(after, 'p2pc_presence_events_total')).toBeGreaterThanOrEqual(1);
-    expect(value(after, 'p2pc_wills_fired_total')).toBeGreaterThanOrEqual(1);
-    expect(value(after, 'p2pc_connections{shard="0"}') + value(after, 'p2pc_connections{shard="1"}')).toBe(7);
-    expect(value(after, 'p2pc_shards_ready')).toBe(2);
+    expect(metricOf(after, 'p2pc_registrations_total') - regs0).toBe(8);
+    expect(metricOf(after, 'p2pc_pushes_total{target="RID"}')).toBeGreaterThanOrEqual(9);
+    expect(metricOf(after, 'p2pc_deliveries_total')).toBeGreaterThanOrEqual(8);
+    expect(metricOf(after, 'p2pc_failures_total{code="REM_ID"}')).toBeGreaterThanOrEqual(1);
+    expect(metricOf(after, 'p2pc_presence_events_total')).toBeGreaterThanOrEqual(1);
+    expect(metricOf(after, 'p2pc_wills_fired_total')).toBeGreaterThanOrEqual(1);
+    expect(metricOf(after, 'p2pc_connections{shard="0"}') + metricOf(after, 'p2pc_connections{shard="1"}')).toBe(7);
+    expect(metricOf(after, 'p2pc_shards_ready')).toBe(2);
     expect(after).toMatch(/^p2pc_event_loop_lag_p99_seconds\{shard="1"\} /m);
     expect(after).toMatch(/^p2pc_process_resident_memory_bytes /m);
     for (const d of devs) d.close();
@@ -103,7 +98,7 @@ describe('operations endpoints (issue 10)', () => {
     expect(await devs[0]!.request(`TCP:PUSH:${key}:FRIENDS:all`)).toBe('[OK:ALL_5]');
     for (let i = 1; i < 6; i++) expect(await devs[i]!.line()).toBe('PUSH:all');
     const after = await scrape();
-    const delta = (series: string): number => value(after, series) - value(before, series);
+    const delta = (series: string): number => metricOf(after, series) - metricOf(before, series);
     expect(delta('p2pc_deliveries_total')).toBe(1005);
     expect(delta('p2pc_delivered_total{target="RID"}')).toBe(1000);
     expect(delta('p2pc_delivered_total{target="FRIENDS"}')).toBe(5);
