@@ -12,7 +12,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
-import { onShard, rssBytes, type Server, shardOf, startServer, stopServer, threadCpuMicros } from './server.ts';
+import {
+  cpuPerThread,
+  onShard,
+  rssBytes,
+  type Server,
+  shardOf,
+  startServer,
+  stopServer,
+  threadCpuMicros,
+} from './server.ts';
 
 const kind = process.argv[2] ?? 'p2p';
 const workers = Number(process.argv[3] ?? (kind === 'across' ? 2 : 1));
@@ -48,11 +57,9 @@ async function churn(s: Server, n: number, parallel: number): Promise<void> {
   for (const x of socks) x.destroy();
 }
 
-/** CPU µs per unit of each thread that used any between two threadCpuMicros readings. */
-function perThread(th0: Map<string, number>, th1: Map<string, number>, units: number, digits: number): object {
-  return Object.fromEntries(
-    [...th1].map(([k, v]) => [k, +((v - (th0.get(k) ?? 0)) / units).toFixed(digits)] as const).filter(([, v]) => v > 0),
-  );
+/** AB_THREADS=1: `{ threads }`, CPU µs per unit of each server thread between two readings; else nothing. */
+function threadsField(th0: Map<string, number>, th1: Map<string, number>, units: number, digits: number): object {
+  return process.env.AB_THREADS ? { threads: Object.fromEntries(cpuPerThread(th0, th1, units, digits)) } : {};
 }
 
 /** Batches the server's threads have posted to each other so far (its Prometheus counter). */
@@ -97,7 +104,7 @@ try {
         workers,
         perSecond: Math.round(count / seconds),
         cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
-        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, count, 1) } : {}),
+        ...threadsField(th0, th1, count, 1),
       })}\n`,
     );
     for (const x of socks) x.destroy();
@@ -132,8 +139,7 @@ try {
         p999: Math.round(percentile(sorted, 99.9)),
         over1ms: slow,
         cpu: +((u1 - u0 + s1 - s0) / count).toFixed(1),
-        // CPU µs per round trip of each thread that used any (AB_THREADS=1)
-        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, count, 1) } : {}),
+        ...threadsField(th0, th1, count, 1),
       })}\n`,
     );
     if (process.env.AB_TRACE) writeFileSync(process.env.AB_TRACE, t.map((x) => x.toFixed(0)).join('\n'));
@@ -182,8 +188,7 @@ try {
         loader: +((l1.user + l1.system) / d).toFixed(3),
         // deliveries per batch posted between threads
         ...(b1 > b0 ? { perBatch: Math.round(d / (b1 - b0)) } : {}),
-        // CPU µs per delivery of each thread that used any (AB_THREADS=1)
-        ...(process.env.AB_THREADS ? { threads: perThread(th0, th1, d, 3) } : {}),
+        ...threadsField(th0, th1, d, 3),
       })}\n`,
     );
   }

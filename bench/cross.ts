@@ -4,7 +4,7 @@
 // thread, and the ratio (two workers across shards ÷ one worker) of every pair, then all ratios sorted.
 
 import { PAYLOAD, pipeline } from './load.ts';
-import { cpuMicros, onShard, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
+import { cpuMicros, cpuPerThread, onShard, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 const n = Number(process.argv[2] ?? 1_000_000);
 const rounds = Number(process.argv[3] ?? 6);
@@ -20,10 +20,8 @@ async function run(s: Server, workers: number, across: boolean): Promise<[number
   const r = await pipeline(sender, [receiver], line, n, 1, 16384);
   const c1 = cpuMicros(s.child.pid!);
   const t1 = threadCpuMicros(s.child.pid!);
-  const th = [...t1]
-    .map(([k, v]) => [k, (v - (t0.get(k) ?? 0)) / r.deliveries] as const)
-    .filter(([, v]) => v > 0.005)
-    .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+  const th = cpuPerThread(t0, t1, r.deliveries, 3)
+    .map(([k, v]) => `${k} ${v}`)
     .join(', ');
   sender.destroy();
   receiver.destroy();

@@ -116,6 +116,21 @@ export async function adminApi(s: Server, method: string, path: string, body?: u
   return text === '' ? null : JSON.parse(text);
 }
 
+/**
+ * CPU µs per `units` of each thread between two threadCpuMicros readings, rounded to `digits`: the threads that used
+ * any, as [name, µs] pairs.
+ */
+export function cpuPerThread(
+  th0: Map<string, number>,
+  th1: Map<string, number>,
+  units: number,
+  digits: number,
+): [string, number][] {
+  return [...th1]
+    .map(([k, v]) => [k, +((v - (th0.get(k) ?? 0)) / units).toFixed(digits)] as [string, number])
+    .filter(([, v]) => v > 0);
+}
+
 /** The shard a registered ID of the server's account landed on (-1: not registered). */
 export async function shardOf(s: Server, id: string): Promise<number> {
   const r = (await (

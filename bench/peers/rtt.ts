@@ -3,7 +3,7 @@
 // latency tail without the full suite; BENCH_PEERS_SYSTEMS picks the systems (default P2Pcluster,NATS).
 
 import { percentile } from '../load.ts';
-import { threadCpuMicros } from '../server.ts';
+import { cpuPerThread, threadCpuMicros } from '../server.ts';
 import { type Broker, SYSTEMS, type System, startBroker, stopAll } from './procs.ts';
 import { rawDriver } from './raw.ts';
 
@@ -23,10 +23,8 @@ try {
         const c0 = threadCpuMicros(b.pid);
         const t = (await d.rtt(rounds)).sort((x, y) => x - y);
         const c1 = threadCpuMicros(b.pid);
-        const threads = [...c1]
-          .map(([k, v]) => [k, (v - (c0.get(k) ?? 0)) / (rounds + 500)] as const)
-          .filter(([, v]) => v >= 0.5)
-          .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+        const threads = cpuPerThread(c0, c1, rounds + 500, 0)
+          .map(([k, v]) => `${k} ${v}`)
           .join(', ');
         const total = [...c1].reduce((a, [k, v]) => a + v - (c0.get(k) ?? 0), 0) / (rounds + 500);
         const [p50, p99, p999] = [50, 99, 99.9].map((p) => Math.round(percentile(t, p)));
