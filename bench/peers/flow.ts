@@ -9,8 +9,14 @@ export const FAN_WINDOW = 512;
 export const FAN_CHUNK = 128;
 /** Grace after sending stopped for in-flight messages; anything missing after it is a loss. */
 export const DRAIN_MS = 10_000;
-/** Round trips before the measured ones, and how long a run of round trips may take. */
-export const RTT_WARMUP = 500;
+/**
+ * Round trips before the measured ones, and how long a run of round trips may take. Enough for a JIT runtime to
+ * finish compiling its hot path: a fresh P2Pcluster (or Aedes) compiles it with TurboFan during its first ~9,000
+ * round trips, jobs of milliseconds on V8's worker threads that take a core from the loader or the broker and show up
+ * as round trips over 1 ms (docs/performance.md, "Round trips side by side"). Servers run warm; so do the
+ * measurements, the same for every system.
+ */
+export const RTT_WARMUP = 10_000;
 export const RTT_MS = 120_000;
 
 /** One system in one client mode: the workloads, identical for every system. */
@@ -19,8 +25,8 @@ export interface Driver {
   p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult>;
   /** 1 → `subscribers`, 64-byte payloads. */
   fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult>;
-  /** Round trips with one message in flight, in µs. */
-  rtt(rounds: number): Promise<number[]>;
+  /** Opens two clients that bounce one message between them (see roundTrips and interleavedRoundTrips). */
+  pingPong(): Promise<PingPong>;
   /** One idle connection, registered or subscribed, resolved once the broker confirmed it; returns its closer. */
   open(): Promise<() => void>;
 }
@@ -238,6 +244,19 @@ export interface Kept<C> {
 
 /** Runs `work`, then closes every connection it kept, however it ended. */
 export async function withConnections<C, R>(close: (c: C) => void, work: (keep: Kept<C>) => Promise<R>): Promise<R> {
+  const [r, closeAll] = await keepConnections(close, work);
+  closeAll();
+  return r;
+}
+
+/**
+ * Runs `open` and returns what it made with a closer of every connection it kept; if it fails, they are closed at
+ * once.
+ */
+export async function keepConnections<C, R>(
+  close: (c: C) => void,
+  open: (keep: Kept<C>) => Promise<R>,
+): Promise<[R, () => void]> {
   const opened: C[] = [];
   const keep: Kept<C> = {
     one: (c) => {
@@ -249,11 +268,57 @@ export async function withConnections<C, R>(close: (c: C) => void, work: (keep: 
       return cs;
     },
   };
+  const closeAll = (): void => {
+    for (const c of opened.splice(0)) close(c);
+  };
   try {
-    return await work(keep);
-  } finally {
-    for (const c of opened) close(c);
+    return [await open(keep), closeAll];
+  } catch (e) {
+    closeAll();
+    throw e;
   }
+}
+
+/** Two connected clients bouncing one message: `run(n)` times n round trips in µs; `close` closes the clients. */
+export interface PingPong {
+  run(rounds: number): Promise<number[]>;
+  close(): void;
+}
+
+/** `rounds` round trips on a fresh ping-pong after RTT_WARMUP unmeasured ones, in µs. */
+export async function roundTrips(d: Driver, rounds: number): Promise<number[]> {
+  const p = await d.pingPong();
+  try {
+    await p.run(RTT_WARMUP);
+    return await p.run(rounds);
+  } finally {
+    p.close();
+  }
+}
+
+/**
+ * `rounds` round trips on each ping-pong, taken `chunk` at a time in turn (the order rotating by one each pass), so
+ * that every system meets the same minutes of this machine: a burst of the host's load lands on all of them, not on
+ * whichever ran then. `each(i, times)` sees every chunk of ping-pong i; returns the times of each ping-pong in µs.
+ */
+export async function interleavedRoundTrips(
+  pings: PingPong[],
+  rounds: number,
+  chunk: number,
+  each: (i: number, times: number[]) => void = () => {},
+): Promise<number[][]> {
+  for (const p of pings) await p.run(RTT_WARMUP);
+  const out = pings.map((): number[] => []);
+  for (let pass = 0, done = 0; done < rounds; pass++, done += chunk) {
+    const n = Math.min(chunk, rounds - done);
+    for (let k = 0; k < pings.length; k++) {
+      const i = (k + pass) % pings.length;
+      const t = await pings[i]!.run(n);
+      each(i, t);
+      for (const x of t) out[i]!.push(x);
+    }
+  }
+  return out;
 }
 
 /**

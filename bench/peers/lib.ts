@@ -17,11 +17,12 @@ import {
   FAN_WINDOW,
   Flow,
   type FlowResult,
+  keepConnections,
   openMany,
   P2P_CHUNK,
   P2P_WINDOW,
+  type PingPong,
   Rounds,
-  RTT_WARMUP,
   uniq,
   withConnections,
   withTimeout,
@@ -180,11 +181,11 @@ class LibDriver implements Driver {
     return this.flow(subscribers, messages, FAN_WINDOW, FAN_CHUNK, capMs, cpu);
   }
 
-  rtt(rounds: number): Promise<number[]> {
+  async pingPong(): Promise<PingPong> {
     const ta = uniq('rtta');
     const tb = uniq('rttb');
     const r = new Rounds();
-    return withConnections(close, async (keep) => {
+    const [run, closeAll] = await keepConnections(close, async (keep) => {
       const conn = async (topic: string | null, onMessage: () => void): Promise<Conn> =>
         keep.one(await this.conn(topic, onMessage, (e) => r.fail(e)));
       // A measures; B answers every message with one to A.
@@ -194,9 +195,9 @@ class LibDriver implements Driver {
       const aOut = this.proto.pubOnSub ? aIn : await conn(null, () => {});
       bOut = this.proto.pubOnSub ? bIn : await conn(null, () => {});
       const start = (): void => aOut.publish(tb);
-      await r.run(RTT_WARMUP, start);
-      return r.run(rounds, start);
+      return (n: number): Promise<number[]> => r.run(n, start);
     });
+    return { run, close: closeAll };
   }
 
   async open(): Promise<() => void> {
@@ -290,11 +291,11 @@ class P2PclusterLib implements Driver {
     });
   }
 
-  rtt(rounds: number): Promise<number[]> {
+  async pingPong(): Promise<PingPong> {
     const ida = uniq('A');
     const idb = uniq('B');
     const r = new Rounds();
-    return withConnections(destroy, async (keep) => {
+    const [run, close] = await keepConnections(destroy, async (keep) => {
       const a = keep.one(await this.conn(this.key, ida));
       const b = keep.one(await this.conn(this.key, idb));
       const onError = (e: Error): void => r.fail(e);
@@ -302,9 +303,9 @@ class P2PclusterLib implements Driver {
       this.consume(b, () => void b.push.rid(ida, PAYLOAD).catch(onError), onError);
       this.consume(a, () => r.back(), onError);
       const start = (): void => void a.push.rid(idb, PAYLOAD).catch(onError);
-      await r.run(RTT_WARMUP, start);
-      return r.run(rounds, start);
+      return (n: number): Promise<number[]> => r.run(n, start);
     });
+    return { run, close };
   }
 
   async open(): Promise<() => void> {

@@ -4,6 +4,7 @@
 // PUBLISH/SUBSCRIBE, P2Pcluster TCP:ID / TCP:PUSH.
 
 import type { Socket } from 'node:net';
+import { READ_SIZE, useSharedReads } from '../../src/shard/reads.ts';
 import { countLines, openSocket, PAYLOAD, register } from '../load.ts';
 import {
   DRAIN_MS,
@@ -12,11 +13,12 @@ import {
   FAN_WINDOW,
   Flow,
   type FlowResult,
+  keepConnections,
   openMany,
   P2P_CHUNK,
   P2P_WINDOW,
+  type PingPong,
   Rounds,
-  RTT_WARMUP,
   uniq,
   withConnections,
   withTimeout,
@@ -294,10 +296,15 @@ function countedPingPong(
   const toB = proto.publishFrame(tb);
   const toA = proto.publishFrame(ta);
   const r = new Rounds();
-  const listeners: Array<[Socket, string, (b: Buffer) => void]> = [];
-  const on = (s: Socket, ev: string, fn: (b: Buffer) => void): void => {
+  const listeners: Array<[Socket, string, () => void]> = [];
+  const on = (s: Socket, ev: string, fn: () => void): void => {
     s.on(ev, fn);
     listeners.push([s, ev, fn]);
+  };
+  const reading: Socket[] = [];
+  const onBytes = (s: Socket, fn: (b: Buffer) => void): void => {
+    readers.set(s, fn);
+    reading.push(s);
   };
   const onError = (e: string): void => r.fail(new Error(e));
   const atB = proto.counter(
@@ -309,11 +316,11 @@ function countedPingPong(
     onError,
   );
   const atA = proto.counter(ta, aIn, () => r.back(), onError);
-  on(aIn, 'data', atA.onData);
-  on(bIn, 'data', atB.onData);
+  onBytes(aIn, atA.onData);
+  onBytes(bIn, atB.onData);
   for (const out of new Set([aOut, bOut])) {
     if (out !== aIn && out !== bIn) {
-      on(out, 'data', (b: Buffer) => {
+      onBytes(out, (b: Buffer) => {
         const e = proto.replyError(b);
         if (e !== null) r.fail(new Error(`publisher got: ${e.slice(0, 200)}`));
       });
@@ -325,7 +332,26 @@ function countedPingPong(
     .run(rounds, () => aOut.write(toB))
     .finally(() => {
       for (const [s, ev, fn] of listeners) s.off(ev, fn);
+      for (const s of reading) readers.delete(s);
     });
+}
+
+/**
+ * Round trips are one small read per message: the loader's own per-read cost (in Node's default mode a Buffer with
+ * malloc'd memory, a Readable push and a nextTick each, and the collections they bring) would weigh on the systems
+ * whose protocol has more reads per round trip (a reply to every publish). Their sockets read into this one buffer
+ * instead (src/shard/reads.ts, as the server does) and hand each read's bytes to the handler in `readers`.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(READ_SIZE);
+const readers = new WeakMap<Socket, (b: Buffer) => void>();
+function dispatchRead(this: Socket, n: number, buf: Buffer): void {
+  readers.get(this)?.(buf.subarray(0, n));
+}
+
+/** Switches a connected socket to the loader's shared read buffer (or, where Node cannot, to 'data' events). */
+function leanReads(s: Socket): Socket {
+  if (!useSharedReads(s, READ_BUFFER, dispatchRead)) s.on('data', (b: Buffer) => readers.get(s)?.(b));
+  return s;
 }
 
 class PubSubRaw implements Driver {
@@ -388,20 +414,19 @@ class PubSubRaw implements Driver {
     });
   }
 
-  rtt(rounds: number): Promise<number[]> {
+  async pingPong(): Promise<PingPong> {
     const ta = uniq('rtta');
     const tb = uniq('rttb');
-    return withConnections(destroy, async (keep) => {
+    const [run, close] = await keepConnections(destroy, async (keep) => {
       const conn = async (topic: string | null): Promise<Socket> =>
-        keep.one(await this.proto.connect(this.port, topic));
+        leanReads(keep.one(await this.proto.connect(this.port, topic)));
       const aIn = await conn(ta);
       const bIn = await conn(tb);
       const aOut = this.proto.pubOnSub ? aIn : await conn(null);
       const bOut = this.proto.pubOnSub ? bIn : await conn(null);
-      const go = (n: number): Promise<number[]> => countedPingPong(this.proto, aOut, aIn, bOut, bIn, ta, tb, n);
-      await go(RTT_WARMUP);
-      return go(rounds);
+      return (n: number): Promise<number[]> => countedPingPong(this.proto, aOut, aIn, bOut, bIn, ta, tb, n);
     });
+    return { run, close };
   }
 
   async open(): Promise<() => void> {
@@ -512,17 +537,16 @@ class P2PclusterRaw implements Driver {
     });
   }
 
-  rtt(rounds: number): Promise<number[]> {
+  async pingPong(): Promise<PingPong> {
     const ida = uniq('A');
     const idb = uniq('B');
-    return withConnections(destroy, async (keep) => {
-      const a = keep.one(await this.reg(this.key, ida));
-      const b = keep.one(await this.reg(this.key, idb));
+    const [run, close] = await keepConnections(destroy, async (keep) => {
+      const a = leanReads(keep.one(await this.reg(this.key, ida)));
+      const b = leanReads(keep.one(await this.reg(this.key, idb)));
       // A device reads its deliveries and its replies on one socket: it is both the In and the Out side.
-      const go = (n: number): Promise<number[]> => countedPingPong(p2pRoundTrips(this.key), a, a, b, b, ida, idb, n);
-      await go(RTT_WARMUP);
-      return go(rounds);
+      return (n: number): Promise<number[]> => countedPingPong(p2pRoundTrips(this.key), a, a, b, b, ida, idb, n);
     });
+    return { run, close };
   }
 
   async open(): Promise<() => void> {

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { shardCount } from '../../src/config/schema.ts';
 import { percentile } from '../load.ts';
 import { rssBytes } from '../server.ts';
-import { type Driver, openMany } from './flow.ts';
+import { type Driver, interleavedRoundTrips, openMany, type PingPong, RTT_WARMUP } from './flow.ts';
 import { clientVersion, LIBRARIES, libDriver } from './lib.ts';
 import {
   type Broker,
@@ -48,6 +48,8 @@ const FANOUT = num('BENCH_PEERS_FANOUT', 100_000);
 const SUBSCRIBERS = 100;
 const CAP_MS = num('BENCH_PEERS_CAP_S', 15) * 1000;
 const RTT = Math.max(1, num('BENCH_PEERS_RTT', 10_000));
+/** Round trips a system runs before the next one takes its turn (see roundTripsSideBySide). */
+const RTT_CHUNK = Math.max(1, num('BENCH_PEERS_RTT_CHUNK', 250));
 const IDLE = Math.max(1, num('BENCH_PEERS_IDLE', 10_000));
 const CONNS = Math.max(1, num('BENCH_PEERS_CONNS', 5_000));
 const WORKERS = num('BENCH_PEERS_WORKERS', 0);
@@ -144,14 +146,6 @@ async function suite(mode: Mode, b: Broker, d: Driver, tag: string): Promise<voi
     cell(mode, 'connRate', b.system).values.push(v);
     return `${fmtInt(v)} connections/s`;
   });
-  await step('round trips', ['rttP50', 'rttP99', 'rttP999'], async () => {
-    const t = (await d.rtt(RTT)).sort((x, y) => x - y);
-    const [p50, p99, p999] = [percentile(t, 50), percentile(t, 99), percentile(t, 99.9)];
-    cell(mode, 'rttP50', b.system).values.push(p50);
-    cell(mode, 'rttP99', b.system).values.push(p99);
-    cell(mode, 'rttP999', b.system).values.push(p999);
-    return `p50 ${fmtInt(p50)} µs, p99 ${fmtInt(p99)} µs, p99.9 ${fmtInt(p999)} µs`;
-  });
   const flow = async (
     metric: 'p2p' | 'fanout',
     cpuMetric: 'cpuP2p' | 'cpuFan',
@@ -172,6 +166,72 @@ async function suite(mode: Mode, b: Broker, d: Driver, tag: string): Promise<voi
   await step('fan-out', ['fanout', 'cpuFan'], () =>
     flow('fanout', 'cpuFan', () => d.fanout(FANOUT, SUBSCRIBERS, CAP_MS, cpu)),
   );
+}
+
+/** The driver of a system's broker in a client mode. */
+const driverOf = (mode: Mode, b: Broker): Driver =>
+  mode === 'raw' ? rawDriver(b.system, b.port, b.key, b.newAccount) : libDriver(b.system, b.port, b.key, b.newAccount);
+
+/**
+ * Round trips: every system's broker running at once, taking turns every RTT_CHUNK round trips, so that the bursts of
+ * this shared machine's load (seconds long here, and the p99 of a run is set by them) fall on every system alike
+ * instead of on whichever ran in those seconds. A system whose broker fails to start or whose ping-pong fails drops
+ * out of this run with the error in its cells; the others go on.
+ */
+async function roundTripsSideBySide(mode: Mode, systems: System[], run: number): Promise<void> {
+  const live: { system: System; b: Broker; p: PingPong }[] = [];
+  const failed = new Set<System>();
+  const fail = (system: System, e: unknown): void => {
+    failed.add(system);
+    const msg = (e as Error).message.replace(/\s+/g, ' ').trim();
+    for (const m of ['rttP50', 'rttP99', 'rttP999'] as const) cell(mode, m, system).errors.push(msg);
+    log(`[run ${run + 1}/${RUNS}] ${mode} ${system} round trips: ERROR ${msg}`);
+  };
+  try {
+    for (const system of systems) {
+      try {
+        const b = await startBroker(system, WORKERS);
+        try {
+          live.push({ system, b, p: await driverOf(mode, b).pingPong() });
+        } catch (e) {
+          await b.stop();
+          throw e;
+        }
+      } catch (e) {
+        fail(system, e);
+      }
+    }
+    const pings: PingPong[] = live.map(({ system, p }) => ({
+      run: async (n) => {
+        if (failed.has(system)) return [];
+        try {
+          return await p.run(n);
+        } catch (e) {
+          fail(system, e);
+          return [];
+        }
+      },
+      close: () => p.close(),
+    }));
+    const times = await interleavedRoundTrips(pings, RTT, RTT_CHUNK);
+    live.forEach(({ system }, i) => {
+      if (failed.has(system)) return;
+      const t = times[i]!.sort((x, y) => x - y);
+      const [p50, p99, p999] = [percentile(t, 50), percentile(t, 99), percentile(t, 99.9)];
+      cell(mode, 'rttP50', system).values.push(p50);
+      cell(mode, 'rttP99', system).values.push(p99);
+      cell(mode, 'rttP999', system).values.push(p999);
+      log(
+        `[run ${run + 1}/${RUNS}] ${mode} ${system} round trips: ` +
+          `p50 ${fmtInt(p50)} µs, p99 ${fmtInt(p99)} µs, p99.9 ${fmtInt(p999)} µs`,
+      );
+    });
+  } finally {
+    for (const { b, p } of live) {
+      p.close();
+      await b.stop();
+    }
+  }
 }
 
 // ---------------------------------------------------------------- report
@@ -298,7 +358,10 @@ function report(systems: System[], skipped: Map<System, string>, minutes: number
       '(min–max in brackets), systems interleaved, every broker freshly started for each run and mode, loader and ' +
       'broker on the same cores. Throughput runs stop sending after ' +
       `${CAP_MS / 1000} s and take the rate from what was delivered (‡); every run checks that every subscriber got ` +
-      'every message sent, and a run with any loss is an error, not a number. Broker CPU is user + system time of the ' +
+      'every message sent, and a run with any loss is an error, not a number. Round trips are measured with every ' +
+      `system's broker up at once, taking turns every ${fmtInt(RTT_CHUNK)} round trips after ${fmtInt(RTT_WARMUP)} ` +
+      'unmeasured ones each, so that the bursts of load on this shared machine fall on all systems alike. ' +
+      'Broker CPU is user + system time of the ' +
       'broker process (all threads) from /proc between the first send and the last delivery; RSS is VmRSS before and ' +
       `after opening ${fmtInt(IDLE)} idle connections. Ratios are P2Pcluster ÷ peer on medians: above 1 is better for ` +
       'throughput, below 1 for latency, CPU and memory.',
@@ -400,23 +463,18 @@ async function main(): Promise<void> {
           b = await startBroker(system, WORKERS);
         } catch (e) {
           const msg = `failed to start: ${(e as Error).message}`;
-          for (const r of ROWS) {
-            const ms: Metric[] = r.metric === 'rtt' ? ['rttP50', 'rttP99', 'rttP999'] : [r.metric];
-            for (const m of ms) cell(mode, m, system).errors.push(msg);
-          }
+          // (its round trips are tried again, side by side with the others)
+          for (const r of ROWS) if (r.metric !== 'rtt') cell(mode, r.metric, system).errors.push(msg);
           log(`${tag}: ${msg}`);
           continue;
         }
         try {
-          const d =
-            mode === 'raw'
-              ? rawDriver(system, b.port, b.key, b.newAccount)
-              : libDriver(system, b.port, b.key, b.newAccount);
-          await suite(mode, b, d, tag);
+          await suite(mode, b, driverOf(mode, b), tag);
         } finally {
           await b.stop();
         }
       }
+      await roundTripsSideBySide(mode, order, run);
     }
   }
   const minutes = (performance.now() - started) / 60_000;
