@@ -7,7 +7,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TopologyChange } from '../src/routing/changes.ts';
+import { RedisStore } from '../src/store/redis.ts';
 import { device, TestClient } from './helpers/client.ts';
 import { freePort, redisRelay, startRedis, type TestRedis } from './helpers/redis.ts';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.ts';
@@ -148,6 +151,33 @@ describe('cluster mode: shared store and topology (two nodes, one Redis)', () =>
       await waitFor(async () => picture(await tree(a, acct.path)) === picture(await tree(b, acct.path)));
       const want = ra.status === 200 ? 'X<Y Y<' : 'X< Y<X';
       expect(picture(await tree(a, acct.path))).toBe(want);
+    }
+  });
+
+  it('node B checks a move or delete against the shared tree, not its own copy, which may trail another node', async () => {
+    // Another node's edit, stored and versioned but not yet announced to B (as when B's event is still in flight).
+    const store = await RedisStore.open(redis.url, { prefix });
+    const raw = new Redis(redis.url);
+    try {
+      const acct = await account(a);
+      const id = (await store.accountByEmail(acct.email))!.id;
+      const edit = async (changes: TopologyChange[]): Promise<void> => {
+        await store.saveChanges(id, changes);
+        await raw.incr(`${prefix}topo:${id}:ver`);
+      };
+      await edit([
+        { op: 'node-add', id: 'P', parent: null },
+        { op: 'node-add', id: 'K', parent: 'P' },
+      ]);
+      const moved = await api(b, 'PATCH', `${acct.path}/tree/nodes/K`, { parent: null });
+      expect([moved.status, moved.body]).toEqual([200, { id: 'K', parent: null }]);
+      await edit([{ op: 'node-add', id: 'G', parent: 'K' }]);
+      const deleted = await api(b, 'DELETE', `${acct.path}/tree/nodes/K`);
+      expect([deleted.status, deleted.body]).toEqual([200, { removed: ['K', 'G'] }]);
+      await waitFor(async () => (await tree(a, acct.path)).nodes.map((n) => n.id).join() === 'P');
+    } finally {
+      raw.disconnect();
+      await store.close();
     }
   });
 

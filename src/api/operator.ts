@@ -358,7 +358,7 @@ export class OperatorApi {
         throw new ApiError(400, 'NOTHING_TO_DO', 'give "parent" (move; null = make it a root) and/or "id" (rename)');
       }
       const parent = b.parent === null || b.parent === undefined ? null : this.deviceId(b.parent, 'parent');
-      const topo = this.supervisor.topologyOf(acct.id);
+      const topo = await this.supervisor.currentTopologyOf(acct.id);
       if (!topo.has(id)) throw new ApiError(404, 'NO_NODE', `${id} is not in the tree`, 'id');
       // Validate both parts before applying either, so nothing is half-applied.
       if (rename !== null && rename !== id && topo.has(rename)) {
@@ -376,7 +376,7 @@ export class OperatorApi {
       const acct = await this.account(ctx);
       const id = this.deviceId(ctx.params.id, 'id');
       const removed = [id];
-      this.supervisor.topologyOf(acct.id).forEachDescendant(id, (d) => removed.push(d));
+      (await this.supervisor.currentTopologyOf(acct.id)).forEachDescendant(id, (d) => removed.push(d));
       await this.change(acct, { op: 'node-delete', id });
       return json(200, { removed });
     });

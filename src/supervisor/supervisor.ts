@@ -951,6 +951,22 @@ export class Supervisor {
   }
 
   /**
+   * An account's topology with every change made so far on any node: in cluster mode an edit made on another node a
+   * moment ago may not have reached this one yet. For checks made before a change (the operator API's answers name
+   * the field at fault); the change itself validates again, under the account's lock.
+   */
+  async currentTopologyOf(accountId: number): Promise<Topology> {
+    const cluster = this.cluster;
+    if (cluster !== null) {
+      await this.serialTopology(accountId, async () => {
+        const version = await cluster.topologyVersion(accountId);
+        if (this.topologyVersions.get(accountId) !== version) await this.reloadTopology(accountId, version);
+      });
+    }
+    return this.topologyOf(accountId);
+  }
+
+  /**
    * Validates, applies, persists and replicates changes as one unit; resolves when every shard applied
    * them. Throws (TopologyFailure for an invalid change, or a store error) with nothing changed.
    */
