@@ -25,7 +25,7 @@ export interface Driver {
   p2p(messages: number, capMs: number, cpu: () => number): Promise<FlowResult>;
   /** 1 → `subscribers`, 64-byte payloads. */
   fanout(messages: number, subscribers: number, capMs: number, cpu: () => number): Promise<FlowResult>;
-  /** Opens two clients that bounce one message between them (see roundTrips and interleavedRoundTrips). */
+  /** Opens two clients that bounce one message between them (see interleavedRoundTrips). */
   pingPong(): Promise<PingPong>;
   /** One idle connection, registered or subscribed, resolved once the broker confirmed it; returns its closer. */
   open(): Promise<() => void>;
@@ -285,37 +285,19 @@ export interface PingPong {
   close(): void;
 }
 
-/** `rounds` round trips on a fresh ping-pong after RTT_WARMUP unmeasured ones, in µs. */
-export async function roundTrips(d: Driver, rounds: number): Promise<number[]> {
-  const p = await d.pingPong();
-  try {
-    await p.run(RTT_WARMUP);
-    return await p.run(rounds);
-  } finally {
-    p.close();
-  }
-}
-
 /**
- * `rounds` round trips on each ping-pong, taken `chunk` at a time in turn (the order rotating by one each pass), so
- * that every system meets the same minutes of this machine: a burst of the host's load lands on all of them, not on
- * whichever ran then. `each(i, times)` sees every chunk of ping-pong i; returns the times of each ping-pong in µs.
+ * `rounds` round trips on each ping-pong after RTT_WARMUP unmeasured ones, taken `chunk` at a time in turn (the order
+ * rotating by one each pass), so that every system meets the same minutes of this machine: a burst of the host's load
+ * lands on all of them, not on whichever ran then. Returns the times of each ping-pong in µs.
  */
-export async function interleavedRoundTrips(
-  pings: PingPong[],
-  rounds: number,
-  chunk: number,
-  each: (i: number, times: number[]) => void = () => {},
-): Promise<number[][]> {
+export async function interleavedRoundTrips(pings: PingPong[], rounds: number, chunk: number): Promise<number[][]> {
   for (const p of pings) await p.run(RTT_WARMUP);
   const out = pings.map((): number[] => []);
   for (let pass = 0, done = 0; done < rounds; pass++, done += chunk) {
     const n = Math.min(chunk, rounds - done);
     for (let k = 0; k < pings.length; k++) {
       const i = (k + pass) % pings.length;
-      const t = await pings[i]!.run(n);
-      each(i, t);
-      for (const x of t) out[i]!.push(x);
+      for (const x of await pings[i]!.run(n)) out[i]!.push(x);
     }
   }
   return out;

@@ -1,5 +1,5 @@
 // `node bench/peers/rtt.ts [rounds] [runs] [chunk]`: round trips only (raw clients, as `bench:peers` measures them),
-// P2Pcluster and NATS running side by side on fresh brokers and taking turns every `chunk` round trips (500), with
+// P2Pcluster and NATS running side by side on fresh brokers and taking turns every `chunk` round trips (250), with
 // the broker CPU per round trip split by thread. For tuning the latency tail without the full suite;
 // BENCH_PEERS_SYSTEMS picks the systems (default P2Pcluster,NATS).
 
@@ -11,7 +11,7 @@ import { rawDriver } from './raw.ts';
 
 const rounds = Number(process.argv[2] ?? 10_000);
 const runs = Number(process.argv[3] ?? 3);
-const chunk = Number(process.argv[4] ?? 500);
+const chunk = Number(process.argv[4] ?? 250);
 const systems = (process.env.BENCH_PEERS_SYSTEMS ?? 'P2Pcluster,NATS')
   .split(',')
   .map((s) => SYSTEMS.find((x) => x.toLowerCase() === s.trim().toLowerCase()))
@@ -27,15 +27,20 @@ try {
         brokers.push(b);
         pings.push(await rawDriver(system, b.port, b.key, b.newAccount).pingPong());
       }
-      // CPU per thread summed over each broker's own chunks (its idle time during the others' is left out).
+      // CPU per thread summed over each broker's own measured chunks (not its warm-up, the first run of each, nor
+      // its idle time during the others' turns).
       const cpu = brokers.map(() => new Map<string, number>());
+      const warmed = brokers.map(() => false);
       const times = await interleavedRoundTrips(
         pings.map((p, i) => ({
           run: async (n: number) => {
             const c0 = threadCpuMicros(brokers[i]!.pid);
             const t = await p.run(n);
-            for (const [k, v] of threadCpuMicros(brokers[i]!.pid)) {
-              cpu[i]!.set(k, (cpu[i]!.get(k) ?? 0) + v - (c0.get(k) ?? 0));
+            if (!warmed[i]) warmed[i] = true;
+            else {
+              for (const [k, v] of threadCpuMicros(brokers[i]!.pid)) {
+                cpu[i]!.set(k, (cpu[i]!.get(k) ?? 0) + v - (c0.get(k) ?? 0));
+              }
             }
             return t;
           },

@@ -174,7 +174,7 @@ const driverOf = (mode: Mode, b: Broker): Driver =>
 
 /**
  * Round trips: every system's broker running at once, taking turns every RTT_CHUNK round trips, so that the bursts of
- * this shared machine's load (seconds long here, and the p99 of a run is set by them) fall on every system alike
+ * this shared machine's load (tens of milliseconds to seconds long, and they set a run's p99) fall on every system alike
  * instead of on whichever ran in those seconds. A system whose broker fails to start or whose ping-pong fails drops
  * out of this run with the error in its cells; the others go on.
  */
