@@ -10,6 +10,7 @@ import { advertisedAddress, Backplane } from './cluster/backplane.ts';
 import { loadConfig } from './config/load.ts';
 import { type Config, type ConfigOverrides, shardCount } from './config/schema.ts';
 import { createLogger } from './log.ts';
+import { tuneV8 } from './runtime/v8-tuning.ts';
 import { Outbox } from './services/outbox.ts';
 import { RedisStore } from './store/redis.ts';
 import { SqliteStore } from './store/sqlite.ts';
@@ -71,6 +72,16 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       // Another node of a cluster starting at the same moment created it first.
       if (!(err instanceof StoreError && err.code === 'EXISTS')) throw err;
     }
+  }
+  const reniced = tuneV8({
+    parallelScavenge: config.PServer.PARALLEL_SCAVENGE === 1,
+    backgroundNice: config.PServer.V8_THREADS_NICE,
+  });
+  if (reniced > 0 && config.PServer.PARALLEL_SCAVENGE === 1) {
+    // A collection waits for the helpers it handed pages to; at a low priority they make it wait longer.
+    log.warn(
+      'PServer.V8_THREADS_NICE without PServer.PARALLEL_SCAVENGE=0: young-generation pauses wait for low-priority helpers',
+    );
   }
   const workers = shardCount(config.PServer.WORKERS, availableParallelism());
   const supervisor = new Supervisor(config, store, log, workers);

@@ -3,7 +3,7 @@
 // and start-up refused for a bad config file.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,17 @@ function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.toUpperCase().startsWith('P2PC_')) env[k] = v;
   return { ...env, P2PC_LOG_LEVEL: 'silent', ...extra };
+}
+
+/** The nice values of a process's threads named `name` (/proc/<pid>/task/<tid>/stat, field 19). */
+function threadNices(pid: number, name: string): number[] {
+  const out: number[] = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== name) continue;
+    out.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+  }
+  return out;
 }
 
 interface Run {
@@ -196,6 +207,32 @@ describe('p2pcluster start', () => {
     // Shutting down closes the device connections.
     await a.closedByServer();
     await b.closedByServer();
+  });
+
+  it("runs V8's worker threads at PServer.V8_THREADS_NICE (0 by default: the process's priority)", async () => {
+    for (const [setting, want] of [
+      [null, 0],
+      ['19', 19],
+    ] as const) {
+      const port = await freePort();
+      const dir = mkdtempSync(join(tmpdir(), 'p2pc-cli-'));
+      dirs.push(dir);
+      const run = runCli(['start'], {
+        P2PC_PSERVER_SERVERPORT: String(port),
+        P2PC_PSERVER_HOST: '127.0.0.1',
+        P2PC_STORE_PATH: dir,
+        ...(setting === null ? {} : { P2PC_PSERVER_V8_THREADS_NICE: setting, P2PC_PSERVER_PARALLEL_SCAVENGE: '0' }),
+      });
+      children.push(run.child);
+      (await connectWhenUp(port, 20000)).close();
+      const nices = threadNices(run.child.pid!, 'V8Worker');
+      expect(nices.length).toBeGreaterThan(0);
+      expect(new Set(nices)).toEqual(new Set([want]));
+      // The shard and supervisor threads keep the process's priority.
+      expect(threadNices(run.child.pid!, 'shard-0')).toEqual([0]);
+      run.child.kill('SIGTERM');
+      expect((await finished(run)).code).toBe(0);
+    }
   });
 
   it('prints no banner on a store that already has accounts', async () => {

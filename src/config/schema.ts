@@ -35,6 +35,20 @@ export const SCHEMA = {
       min: 0,
       doc: 'new connections accepted per minute across all shards (0 = unlimited)',
     },
+    PARALLEL_SCAVENGE: {
+      type: 'int',
+      def: 1,
+      min: 0,
+      max: 1,
+      doc: "1 = V8's worker threads help every young-generation collection (V8's default); 0 = each thread collects its own young generation alone (set it with V8_THREADS_NICE)",
+    },
+    V8_THREADS_NICE: {
+      type: 'int',
+      def: 0,
+      min: 0,
+      max: 19,
+      doc: "nice value for V8's worker threads (JIT compiles, concurrent marking and sweeping; Linux), so they run when a core is free instead of taking one from a shard: lowers the latency tail on a box the server has to itself; where other processes keep the cores busy they starve the collector (0 = leave them at the process's priority)",
+    },
     SHARD_YOUNG_MB: {
       type: 'int',
       def: 12,
