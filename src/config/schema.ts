@@ -40,7 +40,7 @@ export const SCHEMA = {
       def: 1,
       min: 0,
       max: 1,
-      doc: "1 = V8's worker threads help every young-generation collection (V8's default); 0 = each thread collects its own young generation alone (set it with V8_THREADS_NICE)",
+      doc: "1 = V8's worker threads help every young-generation collection (V8's default); 0 = each thread collects its own young generation alone (to go with V8_THREADS_NICE)",
     },
     V8_THREADS_NICE: {
       type: 'int',

@@ -1,5 +1,5 @@
-// V8 settings for a server whose shard threads each carry a core's worth of work (docs/performance.md, "V8's
-// background threads below the shards"). Process-wide: they apply to the supervisor's isolate and every shard's.
+// V8 settings for a server whose shard threads each carry a core's worth of work (docs/performance.md, "V8's worker
+// threads below the shards"). Process-wide: they apply to the supervisor's isolate and every shard's.
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
