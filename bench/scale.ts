@@ -13,7 +13,7 @@ import { execFileSync, fork } from 'node:child_process';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { PAYLOAD, pipeline, register } from './load.ts';
-import { cpuPerThread, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
+import { cpuPerThread, shardsOf, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 const WINDOW = 16_384;
 
@@ -60,14 +60,6 @@ async function loader(port: number, key: string, pairs: number, messages: number
   process.disconnect();
 }
 
-async function shards(s: Server): Promise<Map<string, number>> {
-  const res = await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
-    headers: { authorization: `Bearer ${s.key}` },
-  });
-  const body = (await res.json()) as { devices: { id: string; shard: number }[] };
-  return new Map(body.devices.map((d) => [d.id, d.shard]));
-}
-
 async function main(): Promise<void> {
   const [workers, loaders, pairs, messages] = [2, 1, 4, 500_000].map((d, i) => Number(process.argv[2 + i] ?? d));
   const s = await startServer(workers!);
@@ -78,7 +70,7 @@ async function main(): Promise<void> {
     );
     for (const c of children) pin(c.pid!, process.env.SCALE_LOADER_CPUS);
     const ready = (await Promise.all(children.map((c) => once(c, 'message')))).map(([m]) => m as Ready);
-    const where = await shards(s);
+    const where = await shardsOf(s);
     const pairIds = ready.flatMap((r) => r.ids);
     const across = pairIds.filter(([a, b]) => where.get(a) !== where.get(b)).length;
     const th0 = threadCpuMicros(s.child.pid!);

@@ -131,14 +131,19 @@ export function cpuPerThread(
     .filter(([, v]) => v > 0);
 }
 
-/** The shard a registered ID of the server's account landed on (-1: not registered). */
-export async function shardOf(s: Server, id: string): Promise<number> {
+/** The shard each registered ID of the server's account landed on (the devices API). */
+export async function shardsOf(s: Server): Promise<Map<string, number>> {
   const r = (await (
     await fetch(`http://127.0.0.1:${s.httpPort}/api/v1/accounts/me/devices`, {
       headers: { authorization: `Bearer ${s.key}` },
     })
   ).json()) as { devices: { id: string; shard: number }[] };
-  return r.devices.find((d) => d.id === id)?.shard ?? -1;
+  return new Map(r.devices.map((d) => [d.id, d.shard]));
+}
+
+/** The shard a registered ID of the server's account landed on (-1: not registered). */
+export async function shardOf(s: Server, id: string): Promise<number> {
+  return (await shardsOf(s)).get(id) ?? -1;
 }
 
 let onShardSeq = 0;

@@ -175,16 +175,20 @@ describe('p2pcluster start', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  it('prints the demo-account banner with a KEY that works over TCP, and exits 0 on SIGTERM', async () => {
+  /** A free device port on 127.0.0.1 and a fresh store (removed after the suite), as a child server's environment. */
+  async function serverEnv(): Promise<{ port: number; env: Record<string, string> }> {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'p2pc-cli-'));
     dirs.push(dir);
-    const run = runCli(['start'], {
-      P2PC_PSERVER_SERVERPORT: String(port),
-      P2PC_PSERVER_HOST: '127.0.0.1',
-      P2PC_STORE_PATH: dir,
-      P2PC_PSERVER_WORKERS: '2',
-    });
+    return {
+      port,
+      env: { P2PC_PSERVER_SERVERPORT: String(port), P2PC_PSERVER_HOST: '127.0.0.1', P2PC_STORE_PATH: dir },
+    };
+  }
+
+  it('prints the demo-account banner with a KEY that works over TCP, and exits 0 on SIGTERM', async () => {
+    const { port, env } = await serverEnv();
+    const run = runCli(['start'], { ...env, P2PC_PSERVER_WORKERS: '2' });
     children.push(run.child);
     await waitFor(() => /KEY [0-9A-F]{32}\n/.test(run.stdout) || run.child.exitCode !== null, 20000, 'the banner');
     expect(run.child.exitCode).toBe(null);
@@ -214,13 +218,9 @@ describe('p2pcluster start', () => {
       [null, 0],
       ['19', 19],
     ] as const) {
-      const port = await freePort();
-      const dir = mkdtempSync(join(tmpdir(), 'p2pc-cli-'));
-      dirs.push(dir);
+      const { port, env } = await serverEnv();
       const run = runCli(['start'], {
-        P2PC_PSERVER_SERVERPORT: String(port),
-        P2PC_PSERVER_HOST: '127.0.0.1',
-        P2PC_STORE_PATH: dir,
+        ...env,
         ...(setting === null ? {} : { P2PC_PSERVER_V8_THREADS_NICE: setting, P2PC_PSERVER_PARALLEL_SCAVENGE: '0' }),
       });
       children.push(run.child);
@@ -236,15 +236,9 @@ describe('p2pcluster start', () => {
   });
 
   it('prints no banner on a store that already has accounts', async () => {
-    const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'p2pc-cli-'));
-    dirs.push(dir);
-    const env = {
-      P2PC_PSERVER_SERVERPORT: String(port),
-      P2PC_PSERVER_HOST: '127.0.0.1',
-      P2PC_STORE_PATH: dir,
-      P2PC_PSERVER_WORKERS: '2',
-    };
+    const fresh = await serverEnv();
+    const port = fresh.port;
+    const env = { ...fresh.env, P2PC_PSERVER_WORKERS: '2' };
     const add = runCli(['account', 'add', 'first@example.com'], env);
     expect((await finished(add)).code).toBe(0);
     const key = add.stdout.trimEnd().split('\n').at(-1)!;

@@ -924,12 +924,17 @@ export class Supervisor {
 
   private resyncTopologies(): void {
     for (const account of [...this.topologies.keys()]) {
-      void this.serialTopology(account, async () => {
-        const version = (await this.cluster?.topologyVersion(account)) ?? 0;
-        if (version !== this.topologyVersions.get(account)) await this.reloadTopology(account, version);
-      }).catch((err: unknown) => this.log.error({ err }, 'cluster: resynchronising a topology failed'));
+      void this.serialTopology(account, () => this.catchUpTopology(account)).catch((err: unknown) =>
+        this.log.error({ err }, 'cluster: resynchronising a topology failed'),
+      );
     }
     this.topologyVersions.clear(); // any account not loaded here reloads before its next change
+  }
+
+  /** Cluster mode: reloads an account's model if the stored topology is at another version than this node's. */
+  private async catchUpTopology(account: number): Promise<void> {
+    const version = (await this.cluster?.topologyVersion(account)) ?? 0;
+    if (version !== this.topologyVersions.get(account)) await this.reloadTopology(account, version);
   }
 
   /** Replaces an account's model (and every shard's replica) with what the store holds. */
@@ -956,13 +961,7 @@ export class Supervisor {
    * the field at fault); the change itself validates again, under the account's lock.
    */
   async currentTopologyOf(accountId: number): Promise<Topology> {
-    const cluster = this.cluster;
-    if (cluster !== null) {
-      await this.serialTopology(accountId, async () => {
-        const version = await cluster.topologyVersion(accountId);
-        if (this.topologyVersions.get(accountId) !== version) await this.reloadTopology(accountId, version);
-      });
-    }
+    if (this.cluster !== null) await this.serialTopology(accountId, () => this.catchUpTopology(accountId));
     return this.topologyOf(accountId);
   }
 
@@ -980,8 +979,7 @@ export class Supervisor {
     }
     await this.serialTopology(acct.id, () =>
       cluster.withLock(`topo:${acct.id}`, async () => {
-        const version = await cluster.topologyVersion(acct.id);
-        if (this.topologyVersions.get(acct.id) !== version) await this.reloadTopology(acct.id, version);
+        await this.catchUpTopology(acct.id);
         const list = await this.applyTopology(acct, changes);
         const next = await cluster.bumpTopologyVersion(acct.id);
         this.topologyVersions.set(acct.id, next);
