@@ -75,6 +75,29 @@ describe('PortLink', () => {
     expect(room[0]).toBe(66); // the same memory as before: handed back, not new
   });
 
+  it('takes pooled buffers by size class: a run larger than a pooled side gets a buffer of its own size', async () => {
+    const ch = new MessageChannel();
+    let atA = 0;
+    let atB = 0;
+    const a = new PortLink(1, ch.port1, 1 << 24, () => atA++);
+    const b = new PortLink(0, ch.port2, 1 << 24, () => atB++);
+    open.push(a, b);
+    a.putSide(Buffer.alloc(1000, 66), 0, 1000);
+    a.ops.push(OP.DELIVER_BYTES, 7, 1, 0, 0, 1000);
+    a.flush();
+    await until(() => atB === 1, "a's batch to arrive");
+    b.ops.push(OP.KICK, 1);
+    b.flush(); // a's 64 KB side and 256-byte batch buffer come back to its pool
+    await until(() => atA === 1, "b's batch to arrive");
+    const big = a.sideRoom(100_000);
+    expect(big.length).toBe(131072); // next power of two, not the pooled 64 KB side
+    expect(big.buffer.byteLength).toBe(131072);
+    a.sideLen = 100_000;
+    const next = a.sideRoom(40_000); // does not fit after the big run: the pooled side
+    expect(next.length).toBe(65536);
+    expect(next[0]).toBe(66);
+  });
+
   it('encodes a flat op list and decodes it unchanged', () => {
     const ops = [OP.DELIVER, 123456789, 'data:with:colons\u00ff', OP.DIR_SET, 7, 'ID', 42];
     expect(decodeBatch(encodeBatch(ops))).toEqual(ops);

@@ -89,7 +89,8 @@ export class PortLink {
    * we processed. The receiving shard keeps nothing that points into them (delivered bytes are copied out).
    */
   private readonly recycle: boolean;
-  private readonly pool: ArrayBuffer[] = [];
+  /** Pooled buffers by size class: pool[k] holds buffers of 2^k bytes (all are powers of two, see take). */
+  private readonly pool: ArrayBuffer[][] = [];
   private poolBytes = 0;
   private returns: ArrayBuffer[] = [];
   private returnBytes = 0;
@@ -136,9 +137,12 @@ export class PortLink {
 
   /** A buffer of ours the peer handed back: pooled while the pool has room. */
   private toPool(buf: ArrayBuffer): void {
-    if (this.poolBytes + buf.byteLength > POOL_BYTES) return;
-    this.pool.push(buf);
-    this.poolBytes += buf.byteLength;
+    const size = buf.byteLength;
+    if (this.poolBytes + size > POOL_BYTES) return;
+    const k = 31 - Math.clz32(size);
+    if (size !== 1 << k) return; // not one of ours
+    (this.pool[k] ??= []).push(buf);
+    this.poolBytes += size;
   }
 
   /** A buffer of the peer's we are done with: handed back with our next batch (while the budget has room). */
@@ -265,26 +269,22 @@ export class PortLink {
   }
 
   /**
-   * The smallest pooled buffer of at least `n` bytes (between shards, handed back by the peer), or a new one of the
-   * next power of two from 256 on (it joins the pool once the peer is done with it).
+   * A pooled buffer of the smallest size class that holds `n` bytes (between shards, handed back by the peer), or a
+   * new one of the next power of two from 256 on (it joins the pool once the peer is done with it). Not zero-filled:
+   * every byte read from it was written first.
    */
   private take(n: number): ArrayBuffer {
+    const k0 = n <= 256 ? 8 : 32 - Math.clz32(n - 1);
     const pool = this.pool;
-    let best = -1;
-    for (let i = 0; i < pool.length; i++) {
-      const len = pool[i]!.byteLength;
-      if (len >= n && (best < 0 || len < pool[best]!.byteLength)) best = i;
+    for (let k = k0; k < pool.length; k++) {
+      const bucket = pool[k];
+      if (bucket !== undefined && bucket.length > 0) {
+        const buf = bucket.pop()!;
+        this.poolBytes -= buf.byteLength;
+        return buf;
+      }
     }
-    if (best < 0) {
-      let size = 256;
-      while (size < n) size *= 2;
-      return new ArrayBuffer(size);
-    }
-    const buf = pool[best]!;
-    pool[best] = pool[pool.length - 1]!;
-    pool.pop();
-    this.poolBytes -= buf.byteLength;
-    return buf;
+    return Buffer.allocUnsafeSlow(2 ** k0).buffer as ArrayBuffer;
   }
 
   /** encodeBatch into a buffer from the pool (or a new one that will join it). */
