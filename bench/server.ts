@@ -1,7 +1,7 @@
 // Starts and stops a real P2Pcluster server as a child process for benchmarks (fresh temp store, free ports).
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,15 +79,39 @@ export function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : Number.NaN;
 }
 
-/** CPU time (user + system, all threads) a process has used so far, in microseconds. */
-export function cpuMicros(pid: number | string): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+const SCHEDSTAT = existsSync('/proc/self/schedstat');
+
+/**
+ * CPU time a process has used so far, in microseconds: the sum over its threads of the scheduler's own count of time
+ * on a CPU (/proc/<pid>/task/<tid>/schedstat, nanoseconds), where the kernel keeps one; else user + system from
+ * /proc/<pid>/stat, in clock ticks of 10 ms (a run of half a second is then ±2 % per thread).
+ */
+export function cpuMicros(pid: number): number {
+  if (!SCHEDSTAT) return tickMicros(`/proc/${pid}/stat`);
+  let t = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) t += taskMicros(pid, tid);
+  return t;
+}
+
+/** One thread's CPU µs (0 once it has ended). */
+function taskMicros(pid: number, tid: string): number {
+  try {
+    if (!SCHEDSTAT) return tickMicros(`/proc/${pid}/task/${tid}/stat`);
+    const line = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8');
+    return Number(line.slice(0, line.indexOf(' '))) / 1000;
+  } catch {
+    return 0; // the thread ended
+  }
+}
+
+function tickMicros(statPath: string): number {
+  const stat = readFileSync(statPath, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks of 10 ms
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
 }
 
 /**
- * CPU µs (user + system) of each thread of a process, keyed by thread name (`byTid`: name/tid, one entry a thread;
+ * CPU µs of each thread of a process (as cpuMicros), keyed by thread name (`byTid`: name/tid, one entry a thread;
  * else threads of one name summed, e.g. V8's workers).
  */
 export function threadCpuMicros(pid: number, byTid = false): Map<string, number> {
@@ -96,7 +120,7 @@ export function threadCpuMicros(pid: number, byTid = false): Map<string, number>
     try {
       const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
       const k = byTid ? `${name}/${tid}` : name;
-      m.set(k, (m.get(k) ?? 0) + cpuMicros(`${pid}/task/${tid}`));
+      m.set(k, (m.get(k) ?? 0) + taskMicros(pid, tid));
     } catch {
       // the thread ended
     }
