@@ -4,7 +4,8 @@
 // bench/results/latest.md. Never a timed assertion: numbers are for people and docs/performance.md.
 //
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
-// BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1);
+// BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1),
+// BENCH_CROSS_ROUNDS (7 interleaved pairs for the cross-thread cost; 0 skips it);
 // for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
 import { execFileSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { crossThreadCost } from './cross.ts';
 import { countLines, openSocket, PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
 import { presenceBench } from './presence.ts';
@@ -27,6 +29,7 @@ const FANOUT = Number(env.BENCH_FANOUT ?? 20_000);
 const RTT = Number(env.BENCH_RTT ?? 5000);
 const IDLE = Number(env.BENCH_IDLE ?? 10_000);
 const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').map(Number);
+const CROSS_ROUNDS = Number(env.BENCH_CROSS_ROUNDS ?? 7);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let idSeq = 0;
@@ -296,6 +299,25 @@ async function endToEnd(): Promise<string> {
   return [header, sep, ...body].join('\n');
 }
 
+/**
+ * One worker against two with sender and receiver on different shards, interleaved in pairs on two servers side by
+ * side (bench/cross.ts): this box's run-to-run noise is larger than the difference, so both sides meet the same minutes.
+ */
+async function crossThread(): Promise<string> {
+  const pairs = await crossThreadCost(P2P, CROSS_ROUNDS);
+  const one = pairs.map(([a]) => a.cpu);
+  const across = pairs.map(([, b]) => b.cpu);
+  const ratios = pairs.map(([a, b]) => b.cpu / a.cpu).sort((x, y) => x - y);
+  const us = (xs: number[]): string =>
+    `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`;
+  return [
+    `Broker CPU µs per p2p delivery (all threads), ${CROSS_ROUNDS} interleaved pairs of ${fmtInt(P2P)} messages after`,
+    `one unmeasured pair: one worker ${us(one)}; two workers, sender on shard 0 and receiver on shard 1, ${us(across)}.`,
+    `Ratio of each pair (two workers across ÷ one worker), sorted: ${ratios.map((x) => x.toFixed(2)).join(', ')};`,
+    `median **${median(ratios).toFixed(2)}×**.`,
+  ].join('\n');
+}
+
 function describeMachine(): string {
   let commit = 'unknown';
   try {
@@ -316,6 +338,7 @@ if (env.BENCH_MICRO !== '0') parts.push(`## Micro-benchmarks\n\n${await runMicro
 parts.push(
   `## End to end (loader on the same machine, median of ${RUNS} runs, min–max in brackets)\n\n${await endToEnd()}\n`,
 );
+if (CROSS_ROUNDS > 0) parts.push(`## Cross-thread cost (issue 4: at most 1.25×)\n\n${await crossThread()}\n`);
 const report = parts.join('\n');
 process.stdout.write(`${report}\n`);
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
