@@ -5,7 +5,8 @@
 //
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
 // BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1),
-// BENCH_CROSS_ROUNDS (24 pairs of bursts for the cross-thread cost; 0 skips it), BENCH_CROSS_BURST (250000 messages);
+// BENCH_CROSS_ROUNDS (24 pairs of bursts for the cross-thread cost; 0 skips it), BENCH_CROSS_BURST (250000
+// messages), BENCH_CROSS_WARM (16 unmeasured pairs first);
 // for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
 import { execFileSync } from 'node:child_process';
@@ -31,6 +32,7 @@ const IDLE = Number(env.BENCH_IDLE ?? 10_000);
 const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').map(Number);
 const CROSS_ROUNDS = Number(env.BENCH_CROSS_ROUNDS ?? 24);
 const CROSS_BURST = Number(env.BENCH_CROSS_BURST ?? 250_000);
+const CROSS_WARM = Number(env.BENCH_CROSS_WARM ?? 16);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let idSeq = 0;
@@ -305,7 +307,7 @@ async function endToEnd(): Promise<string> {
  * side (bench/cross.ts): this box's run-to-run noise is larger than the difference, so both sides meet the same minutes.
  */
 async function crossThread(): Promise<string> {
-  const pairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS);
+  const pairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, CROSS_WARM);
   const one = pairs.map(([a]) => a.cpu);
   const across = pairs.map(([, b]) => b.cpu);
   const r = crossRatios(pairs);
@@ -313,7 +315,7 @@ async function crossThread(): Promise<string> {
     `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`;
   return [
     `Broker CPU µs per p2p delivery (all threads), ${CROSS_ROUNDS} pairs of bursts of ${fmtInt(CROSS_BURST)} messages`,
-    `on connected devices, after 4 unmeasured pairs: one worker ${us(one)}; two workers, sender on shard 0 and receiver`,
+    `on connected devices, after ${CROSS_WARM} unmeasured pairs: one worker ${us(one)}; two workers, sender on shard 0 and receiver`,
     `on shard 1, ${us(across)}. Two workers across ÷ one worker: **${r.total.toFixed(2)}×** (summed CPU; median of the`,
     `pairs' ratios ${r.median.toFixed(2)}, quartiles ${r.sorted[Math.floor(r.sorted.length / 4)]!.toFixed(2)}–${r.sorted[Math.floor((3 * r.sorted.length) / 4)]!.toFixed(2)}).`,
   ].join('\n');
