@@ -141,7 +141,9 @@ export class PortLink {
     if (this.poolBytes + size > POOL_BYTES) return;
     const k = 31 - Math.clz32(size);
     if (size !== 1 << k) return; // not one of ours
-    (this.pool[k] ??= []).push(buf);
+    const bucket = this.pool[k];
+    if (bucket === undefined) this.pool[k] = [buf];
+    else bucket.push(buf);
     this.poolBytes += size;
   }
 
