@@ -55,27 +55,8 @@ describe('PortLink', () => {
     expect(b.received).toEqual([]); // only while the handler runs
   });
 
-  it('hands side buffers back with the next batch, and uses them again', async () => {
-    const ch = new MessageChannel();
-    let atA = 0;
-    let atB = 0;
-    const a = new PortLink(1, ch.port1, 1 << 24, () => atA++);
-    const b = new PortLink(0, ch.port2, 1 << 24, () => atB++);
-    open.push(a, b);
-    const src = Buffer.alloc(1000, 66);
-    a.putSide(src, 0, 1000);
-    a.ops.push(OP.DELIVER_BYTES, 7, 1, 0, 0, 1000);
-    a.flush();
-    await until(() => atB === 1, "a's batch to arrive");
-    b.ops.push(OP.KICK, 1);
-    b.flush(); // carries a's batch buffer and side buffer back (pooled before a's handler runs)
-    await until(() => atA === 1, "b's batch to arrive");
-    const room = a.sideRoom(1000);
-    expect(room.length).toBe(65536);
-    expect(room[0]).toBe(66); // the same memory as before: handed back, not new
-  });
-
-  it('takes pooled buffers by size class: a run larger than a pooled side gets a buffer of its own size', async () => {
+  /** A link whose first side buffer (1,000 bytes of 66 taken) went to the peer and came back with its next batch. */
+  async function sideHandedBack(): Promise<PortLink> {
     const ch = new MessageChannel();
     let atA = 0;
     let atB = 0;
@@ -87,8 +68,20 @@ describe('PortLink', () => {
     a.flush();
     await until(() => atB === 1, "a's batch to arrive");
     b.ops.push(OP.KICK, 1);
-    b.flush(); // a's 64 KB side and 256-byte batch buffer come back to its pool
+    b.flush(); // carries a's batch buffer and side buffer back (pooled before a's handler runs)
     await until(() => atA === 1, "b's batch to arrive");
+    return a;
+  }
+
+  it('hands side buffers back with the next batch, and uses them again', async () => {
+    const a = await sideHandedBack();
+    const room = a.sideRoom(1000);
+    expect(room.length).toBe(65536);
+    expect(room[0]).toBe(66); // the same memory as before: handed back, not new
+  });
+
+  it('takes pooled buffers by size class: a run larger than a pooled side gets a buffer of its own size', async () => {
+    const a = await sideHandedBack();
     const big = a.sideRoom(100_000);
     expect(big.length).toBe(131072); // next power of two, not the pooled 64 KB side
     expect(big.buffer.byteLength).toBe(131072);
