@@ -175,14 +175,23 @@ describe('p2pcluster start', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  /** A free device port on 127.0.0.1 and a fresh store (removed after the suite), as a child server's environment. */
+  /**
+   * A free device port on 127.0.0.1, an HTTP port the system picks (not the default 8081: a server started with
+   * `npm start` beside the tests has it) and a fresh store (removed after the suite), as a child server's environment.
+   */
   async function serverEnv(): Promise<{ port: number; env: Record<string, string> }> {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'p2pc-cli-'));
     dirs.push(dir);
     return {
       port,
-      env: { P2PC_PSERVER_SERVERPORT: String(port), P2PC_PSERVER_HOST: '127.0.0.1', P2PC_STORE_PATH: dir },
+      env: {
+        P2PC_PSERVER_SERVERPORT: String(port),
+        P2PC_PSERVER_HOST: '127.0.0.1',
+        P2PC_HTTP_PORT: '0',
+        P2PC_HTTP_HOST: '127.0.0.1',
+        P2PC_STORE_PATH: dir,
+      },
     };
   }
 
@@ -269,6 +278,7 @@ describe('p2pcluster start', () => {
       );
       const run = runCli(['start', '--config', conf], {
         P2PC_PSERVER_SERVERPORT: String(port),
+        P2PC_HTTP_PORT: '0',
         P2PC_STORE_PATH: join(dir, 'store'),
       });
       children.push(run.child);

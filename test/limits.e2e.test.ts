@@ -562,11 +562,13 @@ describe('PServer.LINK_MAX_BYTES 64 KB, its minimum (every other key at its defa
   }, 120_000);
 });
 
-describe('PServer.DRAIN_S 1 s (NODE.MAX_OUTBUF 1 MB)', () => {
+describe('PServer.DRAIN_S 1 s (NODE.MAX_OUTBUF 8 MB, the default)', () => {
   it('on stop, a device that does not read its queued output is cut after DRAIN_S, not waited for', async () => {
-    // 1 MB queued in the server when pushes start failing: more than the kernel can still take from a reader that
-    // does not read (with 64 KB, loopback TCP sometimes took it all before the stop, which had nothing to wait for).
-    const srv = await startTestServer({ PServer: { DRAIN_S: 1 }, NODE: { MAX_OUTBUF: 1 << 20 } });
+    // 8 MB queued in the server when pushes start failing: more than the kernel can still take from a reader that
+    // does not read (its send buffer grows to net.ipv4.tcp_wmem's 4 MB, the paused reader's receive buffer stays
+    // near 128 KB). With 64 KB, and now and then with 1 MB, loopback TCP took it all before the stop, which then
+    // had nothing to wait for.
+    const srv = await startTestServer({ PServer: { DRAIN_S: 1 } });
     const { port, key } = srv;
     const sender = await device(port, key, 'DSND');
     const reader = await device(port, key, 'DREAD');
@@ -575,7 +577,7 @@ describe('PServer.DRAIN_S 1 s (NODE.MAX_OUTBUF 1 MB)', () => {
     // Fill the stuck device's output past what the kernel takes: the server holds the rest.
     const payload = 'y'.repeat(1000);
     let r = '';
-    for (let i = 0; i < 10_000; i++) {
+    for (let i = 0; i < 20_000; i++) {
       r = await sender.request(`TCP:PUSH:${key}:RID:DSTUCK:${payload}`);
       if (r !== '[OK:DATA_SENT]') break;
     }
