@@ -8,7 +8,7 @@
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { PAYLOAD, pipeline } from './load.ts';
-import { cpuMicros, cpuPerThread, onShard, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
+import { cpuPerThread, cpuTotal, onShard, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 /** One burst of p2p messages: msgs/s, broker CPU µs per delivery, and the threads' share of it. */
 export interface CrossRun {
@@ -33,15 +33,13 @@ async function openPair(s: Server, workers: number, across: boolean): Promise<Pa
 
 async function burst(p: Pair, n: number): Promise<CrossRun> {
   const pid = p.server.child.pid!;
-  const c0 = cpuMicros(pid);
   const t0 = threadCpuMicros(pid);
   const r = await pipeline(p.sender, [p.receiver], p.line, n, 1, 16384);
-  const c1 = cpuMicros(pid);
   const t1 = threadCpuMicros(pid);
   const threads = cpuPerThread(t0, t1, r.deliveries, 3)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  return { perSecond: r.perSecond, cpu: (c1 - c0) / r.deliveries, threads };
+  return { perSecond: r.perSecond, cpu: cpuTotal(t0, t1) / r.deliveries, threads };
 }
 
 /**

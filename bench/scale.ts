@@ -13,7 +13,7 @@ import { execFileSync, fork } from 'node:child_process';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { PAYLOAD, pipeline, register } from './load.ts';
-import { cpuPerThread, shardsOf, startServer, stopServer, threadCpuMicros } from './server.ts';
+import { cpuPerThread, cpuTotal, shardsOf, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 const WINDOW = 16_384;
 
@@ -80,7 +80,6 @@ async function main(): Promise<void> {
     const th1 = threadCpuMicros(s.child.pid!);
     const deliveries = done.reduce((a, d) => a + d.deliveries, 0);
     const seconds = Math.max(...done.map((d) => d.seconds));
-    const cpu = [...th1].reduce((a, [k, v]) => a + v - (th0.get(k) ?? 0), 0);
     console.log(
       JSON.stringify({
         workers,
@@ -88,7 +87,7 @@ async function main(): Promise<void> {
         pairs: pairIds.length,
         across,
         rate: Math.round(deliveries / seconds),
-        cpu: +(cpu / deliveries).toFixed(3),
+        cpu: +(cpuTotal(th0, th1) / deliveries).toFixed(3),
         threads: Object.fromEntries(cpuPerThread(th0, th1, deliveries, 3)),
       }),
     );

@@ -140,6 +140,13 @@ export async function adminApi(s: Server, method: string, path: string, body?: u
   return text === '' ? null : JSON.parse(text);
 }
 
+/** CPU µs of all threads between two threadCpuMicros readings. */
+export function cpuTotal(th0: Map<string, number>, th1: Map<string, number>): number {
+  let t = 0;
+  for (const [k, v] of th1) t += v - (th0.get(k) ?? 0);
+  return t;
+}
+
 /**
  * CPU µs per `units` of each thread between two threadCpuMicros readings, rounded to `digits`: the threads that used
  * any, as [name, µs] pairs.

@@ -4,7 +4,7 @@
 // BENCH_PEERS_SYSTEMS picks the systems (default P2Pcluster,NATS).
 
 import { percentile } from '../load.ts';
-import { cpuPerThread, threadCpuMicros } from '../server.ts';
+import { cpuPerThread, cpuTotal, threadCpuMicros } from '../server.ts';
 import { interleavedRoundTrips, type PingPong } from './flow.ts';
 import { type Broker, SYSTEMS, type System, startBroker, stopAll } from './procs.ts';
 import { rawDriver } from './raw.ts';
@@ -55,7 +55,7 @@ try {
         const threads = cpuPerThread(new Map(), cpu[i]!, n, 0)
           .map(([k, v]) => `${k} ${v}`)
           .join(', ');
-        const total = [...cpu[i]!.values()].reduce((a, v) => a + v, 0) / n;
+        const total = cpuTotal(new Map(), cpu[i]!) / n;
         const [p50, p99, p999] = [50, 99, 99.9].map((p) => Math.round(percentile(t, p)));
         const slow = t.filter((x) => x > 1000).length;
         console.log(
