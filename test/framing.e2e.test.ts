@@ -588,5 +588,33 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
         );
       }
     }, 60000);
+
+    it(`${name}: a line split across two reads, at every byte, is delivered and answered as in one read`, async () => {
+      // The first write's whole line is answered before the second write goes out, so the shard has read the first
+      // part of the split line on its own and joins it to the head of the next read (pushRun's joined bytes).
+      const key = chunky.newKey();
+      const a = await openOn(chunky, 0);
+      expect(await a.request(`TCP:ID:${key}:sa`)).toBe('[OK:SA]');
+      const b = await openOn(chunky, shardB);
+      expect(await b.request(`TCP:ID:${key}:sb`)).toBe('[OK:SB]');
+      const first = `TCP:PUSH:${key}:RID:sb:one\r\n`;
+      const split = `TCP:PUSH:${key}:RID:sb:two:\xff\r\n`;
+      const last = `TCP:PUSH:${key}:RID:sb:three\r\n`;
+      for (let cut = 1; cut < split.length; cut++) {
+        a.write(first + split.slice(0, cut));
+        expect(await a.lines(1, 5000)).toEqual(['[OK:DATA_SENT]']);
+        a.write(split.slice(cut) + last);
+        expect(await a.lines(2, 5000), `cut ${cut}`).toEqual(['[OK:DATA_SENT]', '[OK:DATA_SENT]']);
+        expect(await b.lines(3, 5000), `cut ${cut}`).toEqual(['PUSH:one', 'PUSH:two:\xff', 'PUSH:three']);
+      }
+      expect(await a.request(`TCP:RETDATA:${key}:0`)).toBe('[OK:>two:\xff>three>one>two:\xff>three]');
+      expect([a.buffer, b.buffer]).toEqual(['', '']);
+      a.close();
+      b.close();
+      await waitFor(
+        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
+        'the server to see the connections closed',
+      );
+    }, 60000);
   }
 });

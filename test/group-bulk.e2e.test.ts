@@ -239,6 +239,30 @@ describe('pipelined group pushes give the replies and deliveries of one push at 
         await check(sender, devices, s, [bytes.slice(0, cut), bytes.slice(cut)]);
     }, 120000);
   }
+  for (const c of [cases[0]!, cases[4]!, cases[6]!]) {
+    it(`${c.via}: a line split across two reads, at every byte, after lines of its prefix`, async () => {
+      // The first write's whole line is answered before the second write goes out, so the shard has read the first
+      // part of the split line on its own: it joins it to the head of the next read (pushRun's joined bytes).
+      const { key, sender, devices } = await world();
+      const first = `TCP:PUSH:${key}:${c.via}:one\r\n`;
+      const split = `TCP:PUSH:${key}:${c.via}:two:\xff\r\n`;
+      const last = `TCP:PUSH:${key}:${c.via}:three\r\n`;
+      for (let cut = 1; cut < split.length; cut++) {
+        sender.write(first + split.slice(0, cut));
+        expect(await sender.lines(1, 5000)).toEqual([c.reply]);
+        sender.write(split.slice(cut) + last);
+        expect(await sender.lines(2, 5000), `cut ${cut}`).toEqual([c.reply, c.reply]);
+        for (const m of c.members) {
+          expect(await devices.get(m)!.lines(3, 5000), `${m}, cut ${cut}`).toEqual([
+            'PUSH:one',
+            'PUSH:two:\xff',
+            'PUSH:three',
+          ]);
+        }
+      }
+      for (const d of [sender, ...devices.values()]) expect(d.buffer).toBe('');
+    }, 120000);
+  }
 });
 
 // ------------------------------------------------------------------ members that cannot take a message

@@ -1,5 +1,5 @@
 // TLS-PSK (identity = account e-mail, key = HMAC-SHA256(KEY, "P2PC-TLS-PSK")) and USER.REQUIRE_SECURE (issue 5).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
@@ -11,11 +11,12 @@ import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.
 
 let srv: TestServer;
 let key: string;
+let dir = '';
 const email = 'psk-device@example.com';
 
 beforeAll(async () => {
   const pems = await generate([{ name: 'commonName', value: 'localhost' }], { keySize: 2048 });
-  const dir = mkdtempSync(join(tmpdir(), 'p2pc-psk-'));
+  dir = mkdtempSync(join(tmpdir(), 'p2pc-psk-'));
   writeFileSync(join(dir, 'cert.pem'), pems.cert);
   writeFileSync(join(dir, 'key.pem'), pems.private);
   srv = await startTestServer({
@@ -32,6 +33,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await srv?.stop();
+  if (dir !== '') rmSync(dir, { recursive: true, force: true });
 });
 
 function pskConnect(identity: string, psk: Buffer): Promise<TLSSocket> {

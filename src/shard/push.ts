@@ -439,8 +439,10 @@ function routeAt(conn: Connection, s: string, pos: number): Route | null {
  * taken, or `pos` when the route does not apply, and the line takes the general path.
  */
 export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: number): number {
-  // Only on the read itself (its bytes are rewritten in place); a line straddling two reads takes the general path.
-  if (s !== shard.inputText) return pos;
+  // The read itself is rewritten in place; other text (a line joined from two reads, a backlog framed after a pause)
+  // is first copied into shard.joined, when it is short enough.
+  const joined = s !== shard.inputText;
+  if (joined && s.length > JOINED_MAX) return pos;
   const route = routeAt(conn, s, pos);
   if (route === null) return pos;
   const acct = route.acct;
@@ -458,7 +460,7 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
   ) {
     return pos;
   }
-  if (route.target !== TARGET.RID) return groupRun(shard, conn, route, s, pos);
+  if (route.target !== TARGET.RID) return groupRun(shard, conn, route, s, pos, joined);
   const plen = route.prefix.length;
   const re = route.re;
   const handle = route.handle;
@@ -475,10 +477,10 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     const flags = liveFlags(shard.status, handle);
     if (!(flags & ALIVE) || (flags & FULL) !== 0 || shard.links[target] === undefined) return pos;
   }
-  const count = rewriteRun(shard, s, pos, plen, re, peer !== null ? room : NO_BOUND);
+  const buf = joined ? joinedBytes(shard, s, pos) : shard.input!;
+  const count = rewriteRun(shard, buf, s, pos, plen, re, peer !== null ? room : NO_BOUND);
   const p = runEnd;
   const w = runOut;
-  const buf = shard.input!;
   if (count === 0) return pos;
   const metrics = shard.metrics;
   metrics.pushes[TARGET.RID]! += count;
@@ -495,6 +497,30 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
 }
 
 const NO_BOUND = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Longest text other than the read itself that bulk deliveries copy into bytes to take (see joinedBytes): a line that
+ * straddles two reads is at most NODE.MAX_LINE + 2 long; longer text (a long backlog) takes the general path.
+ */
+const JOINED_MAX = 65536;
+
+/**
+ * s (not the read being framed: a line joined from the end of one read and the start of the next, or a backlog
+ * framed after a pause) as bytes at the same offsets, from `pos` on, in shard.joined: the lines taken are rewritten
+ * there as they would be in the read. Every read that ends inside a line starts with such a line, which would
+ * otherwise take the general path (a parse, a lookup and a reply of its own) once per read.
+ */
+function joinedBytes(shard: ShardActor, s: string, pos: number): Buffer {
+  let buf = shard.joined;
+  if (buf.length < s.length) {
+    let size = 256;
+    while (size < s.length) size *= 2;
+    buf = Buffer.allocUnsafeSlow(size);
+    shard.joined = buf;
+  }
+  buf.write(s, pos, s.length - pos, 'latin1');
+  return buf;
+}
 /** Set by rewriteRun: the position in s after the last line taken, and in the input after its rewritten output. */
 let runEnd = 0;
 let runOut = 0;
@@ -506,9 +532,16 @@ let runOut = 0;
  * any local receiver can still take (NO_BOUND for none): a line that would find one full ends the run, and the
  * general path answers it. Returns the lines taken (runEnd and runOut say where they end).
  */
-function rewriteRun(shard: ShardActor, s: string, pos: number, plen: number, re: RegExp, room: number): number {
+function rewriteRun(
+  shard: ShardActor,
+  buf: Buffer,
+  s: string,
+  pos: number,
+  plen: number,
+  re: RegExp,
+  room: number,
+): number {
   const maxLine = shard.maxLine;
-  const buf = shard.input!;
   let w = pos;
   let count = 0;
   let p = pos;
@@ -547,7 +580,7 @@ const runPeers: Connection[] = [];
  * room only shrinks within it); the run ends before the line that would fill one that still has room. Each local
  * member gets one copy of the rewritten lines, each other shard one DELIVER_BYTES_MANY op.
  */
-function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, pos: number): number {
+function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, pos: number, joined: boolean): number {
   const acct = route.acct;
   const target = route.target;
   const kind = collect(shard, conn, acct, target, route.name);
@@ -603,7 +636,8 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   members.length = 0;
   memberIds.length = 0;
   const taken = ok && delivered > 0 && (kind === GROUP || delivered === 1);
-  const count = taken ? rewriteRun(shard, s, pos, route.prefix.length, route.re, room) : 0;
+  const buf = !taken ? shard.joined : joined ? joinedBytes(shard, s, pos) : shard.input!;
+  const count = taken ? rewriteRun(shard, buf, s, pos, route.prefix.length, route.re, room) : 0;
   if (count === 0) {
     runPeers.length = 0;
     for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
@@ -614,7 +648,6 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   }
   const p = runEnd;
   const w = runOut;
-  const buf = shard.input!;
   const metrics = shard.metrics;
   metrics.pushes[target]! += count;
   metrics.delivered[target]! += delivered * count;

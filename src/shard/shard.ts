@@ -148,6 +148,11 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    */
   input: Buffer | null = null;
   inputText = '';
+  /**
+   * Bytes of a line joined from two reads (framer.ts frameLines: the tail of one read and the head of the next), for
+   * bulk deliveries of that line (push.ts joinedBytes); grown on demand up to JOINED_MAX.
+   */
+  joined: Buffer = Buffer.allocUnsafeSlow(0);
   /** Output buffers whose socket took everything at once, reused for the next turn's byte output. */
   private readonly outPool = new OutPool();
 
