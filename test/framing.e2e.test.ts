@@ -589,6 +589,35 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
       }
     }, 60000);
 
+    it(`${name}: pushes written with the registration wait behind it, then go out in bulk from the backlog`, async () => {
+      // One write: TCP:ID, then pushes. The registration holds the connection until its owner answers; the pushes
+      // wait as a backlog and are framed from it afterwards (pushRun copies that text into bytes a window at a time).
+      const key = chunky.newKey();
+      const b = await openOn(chunky, shardB);
+      expect(await b.request(`TCP:ID:${key}:bb`)).toBe('[OK:BB]');
+      const a = await openOn(chunky, 0);
+      let bytes = `TCP:ID:${key}:ba\r\n`;
+      const replies = ['[OK:BA]'];
+      const got: string[] = [];
+      for (let i = 0; i < 120; i++) {
+        // An LF-only line now and then, and one longer than the window of backlog copied at a time (2 KB).
+        const data = i % 17 === 9 ? `lf-only-${i}` : `${i}:${'y'.repeat(i === 50 ? 3000 : i % 70)}\xfe`;
+        bytes += `TCP:PUSH:${key}:RID:bb:${data}${i % 17 === 9 ? '\n' : '\r\n'}`;
+        replies.push('[OK:DATA_SENT]');
+        got.push(`PUSH:${data}`);
+      }
+      a.write(bytes);
+      expect(await a.lines(replies.length, 10000)).toEqual(replies);
+      expect(await b.lines(got.length, 10000)).toEqual(got);
+      expect([a.buffer, b.buffer]).toEqual(['', '']);
+      a.close();
+      b.close();
+      await waitFor(
+        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
+        'the server to see the connections closed',
+      );
+    }, 60000);
+
     it(`${name}: a line split across two reads, at every byte, is delivered and answered as in one read`, async () => {
       // The first write's whole line is answered before the second write goes out, so the shard has read the first
       // part of the split line on its own and joins it to the head of the next read (pushRun's joined bytes).

@@ -239,6 +239,28 @@ describe('pipelined group pushes give the replies and deliveries of one push at 
         await check(sender, devices, s, [bytes.slice(0, cut), bytes.slice(cut)]);
     }, 120000);
   }
+  it('pushes written with the registration wait behind it go out in bulk from the backlog (ALIAS:many)', async () => {
+    // One write: TCP:ID of a new device X, then pushes to an alias of four online devices. The registration holds
+    // the connection; the pushes are framed from the backlog afterwards, a window of it at a time.
+    const { key, sender, devices } = await world();
+    const x = await openOn(1);
+    let bytes = `TCP:ID:${key}:X\r\n`;
+    const replies = ['[OK:X]'];
+    const got: string[] = [];
+    for (let i = 0; i < 90; i++) {
+      const lf = i % 13 === 4;
+      const data = lf ? `lf-${i}` : `${i}:${'z'.repeat(i % 60)}`;
+      bytes += `TCP:PUSH:${key}:ALIAS:many:${data}${lf ? '\n' : '\r\n'}`;
+      replies.push('[OK:ALL_4]');
+      got.push(`PUSH:${data}`);
+    }
+    x.write(bytes);
+    expect(await x.lines(replies.length, 10000)).toEqual(replies);
+    for (const id of ['M1', 'M3', 'G1']) expect(await devices.get(id)!.lines(got.length, 10000), id).toEqual(got);
+    expect(await sender.lines(got.length, 10000)).toEqual(got);
+    for (const d of [x, sender, ...devices.values()]) expect(d.buffer).toBe('');
+  }, 60000);
+
   for (const c of [cases[0]!, cases[4]!, cases[6]!]) {
     it(`${c.via}: a line split across two reads, at every byte, after lines of its prefix`, async () => {
       // The first write's whole line is answered before the second write goes out, so the shard has read the first

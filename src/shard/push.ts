@@ -478,7 +478,8 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     if (!(flags & ALIVE) || (flags & FULL) !== 0 || shard.links[target] === undefined) return pos;
   }
   const buf = joined ? joinedBytes(shard, s, pos) : shard.input!;
-  const count = rewriteRun(shard, buf, s, pos, plen, re, peer !== null ? room : NO_BOUND);
+  const limit = joined ? joinedEnd : s.length;
+  const count = rewriteRun(shard, buf, s, pos, plen, re, peer !== null ? room : NO_BOUND, limit);
   const p = runEnd;
   const w = runOut;
   if (count === 0) return pos;
@@ -505,22 +506,32 @@ const NO_BOUND = Number.MAX_SAFE_INTEGER;
 const JOINED_MAX = 65536;
 
 /**
+ * How much of such text is copied per call: lines ending past it are left to the next call (or, when longer, to the
+ * general path), so a backlog whose lines keep leaving the bulk path is not copied again in full for each of them.
+ */
+const JOINED_WINDOW = 2048;
+
+/**
  * s (not the read being framed: a line joined from the end of one read and the start of the next, or a backlog
- * framed after a pause) as bytes at the same offsets, from `pos` on, in shard.joined: the lines taken are rewritten
- * there as they would be in the read. Every read that ends inside a line starts with such a line, which would
- * otherwise take the general path (a parse, a lookup and a reply of its own) once per read.
+ * framed after a pause) as bytes at the same offsets, from `pos` to `joinedEnd`, in shard.joined: the lines taken
+ * are rewritten there as they would be in the read. Every read that ends inside a line starts with such a line, which
+ * would otherwise take the general path (a parse, a lookup and a reply of its own) once per read.
  */
 function joinedBytes(shard: ShardActor, s: string, pos: number): Buffer {
+  const end = Math.min(s.length, pos + JOINED_WINDOW);
   let buf = shard.joined;
-  if (buf.length < s.length) {
+  if (buf.length < end) {
     let size = 256;
-    while (size < s.length) size *= 2;
+    while (size < end) size *= 2;
     buf = Buffer.allocUnsafeSlow(size);
     shard.joined = buf;
   }
-  buf.write(s, pos, s.length - pos, 'latin1');
+  buf.write(s.slice(pos, end), pos, 'latin1');
+  joinedEnd = end;
   return buf;
 }
+/** Set by joinedBytes: where the bytes it copied end. */
+let joinedEnd = 0;
 /** Set by rewriteRun: the position in s after the last line taken, and in the input after its rewritten output. */
 let runEnd = 0;
 let runOut = 0;
@@ -530,7 +541,8 @@ let runOut = 0;
  * and fit NODE.MAX_LINE into the delivered lines (`PUSH:<DATA>` CRLF), over the read's own bytes from `pos` on: each
  * is shorter than the line it comes from, so nothing is overwritten before it has been copied. `room` is the least
  * any local receiver can still take (NO_BOUND for none): a line that would find one full ends the run, and the
- * general path answers it. Returns the lines taken (runEnd and runOut say where they end).
+ * general path answers it. Only lines ending before `limit` are taken. Returns the lines taken (runEnd and runOut say
+ * where they end).
  */
 function rewriteRun(
   shard: ShardActor,
@@ -540,6 +552,7 @@ function rewriteRun(
   plen: number,
   re: RegExp,
   room: number,
+  limit: number,
 ): number {
   const maxLine = shard.maxLine;
   let w = pos;
@@ -547,7 +560,7 @@ function rewriteRun(
   let p = pos;
   do {
     const lf = s.indexOf('\n', p + plen);
-    if (lf < 0) break;
+    if (lf < 0 || lf >= limit) break;
     const end = lf - 1;
     if (s.charCodeAt(end) !== 13 || end - p > maxLine || room < 0) break;
     const size = lf + 6 - p - plen;
@@ -637,7 +650,8 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   memberIds.length = 0;
   const taken = ok && delivered > 0 && (kind === GROUP || delivered === 1);
   const buf = !taken ? shard.joined : joined ? joinedBytes(shard, s, pos) : shard.input!;
-  const count = taken ? rewriteRun(shard, buf, s, pos, route.prefix.length, route.re, room) : 0;
+  const limit = joined ? joinedEnd : s.length;
+  const count = taken ? rewriteRun(shard, buf, s, pos, route.prefix.length, route.re, room, limit) : 0;
   if (count === 0) {
     runPeers.length = 0;
     for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
