@@ -589,6 +589,52 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
       }
     }, 60000);
 
+    it(`${name}: property: any payloads, cut into reads anywhere, are delivered byte for byte`, async () => {
+      // Each part is written once the server has answered every line of the parts before it, so every cut falls
+      // between two reads: lines joined across reads take the bulk path as well as whole ones.
+      const key = chunky.newKey();
+      const a = await openOn(chunky, 0);
+      expect(await a.request(`TCP:ID:${key}:qa`)).toBe('[OK:QA]');
+      const b = await openOn(chunky, shardB);
+      expect(await b.request(`TCP:ID:${key}:qb`)).toBe('[OK:QB]');
+      // Latin-1 payloads without LF; CR only inside (a CR last would end up as the line's own CR).
+      const payload = fc
+        .string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 90 })
+        .map((p) => p.replaceAll('\n', '.'))
+        .filter((p) => !p.endsWith('\r'));
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(payload, { minLength: 1, maxLength: 12 }),
+          fc.uniqueArray(fc.integer({ min: 1, max: 2000 }), { maxLength: 6 }),
+          async (datas, rawCuts) => {
+            const lines = datas.map((d) => `TCP:PUSH:${key}:RID:qb:${d}\r\n`);
+            const bytes = lines.join('');
+            const cuts = rawCuts.filter((c) => c < bytes.length).sort((x, y) => x - y);
+            let answered = 0;
+            let sent = 0;
+            for (const part of splitAt(bytes, cuts)) {
+              a.write(part);
+              sent += part.length;
+              const done = (bytes.slice(0, sent).match(/\n/g) ?? []).length;
+              if (done > answered) {
+                expect(await a.lines(done - answered, 5000)).toEqual(Array(done - answered).fill('[OK:DATA_SENT]'));
+                answered = done;
+              }
+            }
+            expect(await b.lines(datas.length, 5000)).toEqual(datas.map((d) => `PUSH:${d}`));
+            expect([a.buffer, b.buffer]).toEqual(['', '']);
+          },
+        ),
+        { numRuns: 40 },
+      );
+      a.close();
+      b.close();
+      await waitFor(
+        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
+        'the server to see the connections closed',
+      );
+    }, 60000);
+
     it(`${name}: pushes written with the registration wait behind it, then go out in bulk from the backlog`, async () => {
       // One write: TCP:ID, then pushes. The registration holds the connection until its owner answers; the pushes
       // wait as a backlog and are framed from it afterwards (pushRun copies that text into bytes a window at a time).
