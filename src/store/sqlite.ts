@@ -513,9 +513,16 @@ export class SqliteStore implements SyncStore {
         `INSERT INTO known_devices (account_id, id, last_seen) VALUES (?, ?, ?)
          ON CONFLICT(account_id, id) DO UPDATE SET last_seen = excluded.last_seen`,
       );
+      // Entries of an account deleted meanwhile are skipped; each account is looked up once per call (a burst of
+      // registrations is mostly one account's).
+      const exists = new Map<number, boolean>();
       for (const e of entries) {
-        if (this.q('SELECT 1 FROM accounts WHERE id = ?').get(e.accountId) !== undefined)
-          up.run(e.accountId, e.id, now);
+        let known = exists.get(e.accountId);
+        if (known === undefined) {
+          known = this.q('SELECT 1 FROM accounts WHERE id = ?').get(e.accountId) !== undefined;
+          exists.set(e.accountId, known);
+        }
+        if (known) up.run(e.accountId, e.id, now);
       }
     });
   }
