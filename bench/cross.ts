@@ -1,8 +1,12 @@
-// The cross-thread bar of issue 4, measured as an A/B: `node bench/cross.ts [messages] [rounds] [warm]` starts a
-// one-worker and a two-worker server side by side, each with a sender and a receiver connected (on the two-worker one
-// the sender on shard 0 and the receiver on shard 1), and alternates pipelined bursts of `messages` p2p pushes on each
-// (`warm` unmeasured pairs first); prints broker CPU µs per delivery of both, split by thread, and the ratio (two
-// workers across shards ÷ one worker) of every pair, then the ratio of the totals and the pairs' ratios sorted.
+// The cross-thread bar of issue 4, measured as an A/B: `node bench/cross.ts [messages] [rounds] [warm] [servers]
+// [control]` starts a one-worker and a two-worker server side by side, each with a sender and a receiver connected (on the
+// two-worker one the sender on shard 0 and the receiver on shard 1), and alternates pipelined bursts of `messages` p2p
+// pushes on each (`warm` unmeasured pairs first); prints broker CPU µs per delivery of both, split by thread, and the
+// ratio (two workers across shards ÷ one worker) of every pair, then the ratio of the totals and the pairs' ratios
+// sorted. The `rounds` pairs are shared out over `servers` fresh pairs of servers, one after the other: two servers
+// running the same build differ by up to ±12 % on this box for as long as they run (one worker against one worker,
+// same method: 1.067, 0.878, 0.983), so a single pair of servers carries that bias into the result. `control` runs
+// that comparison itself: one worker against a second one-worker server.
 // `npm run bench` runs the same (crossThreadCost) and prints its summary under the end-to-end table.
 
 import type { Socket } from 'node:net';
@@ -42,24 +46,46 @@ async function burst(p: Pair, n: number): Promise<CrossRun> {
   return { perSecond: r.perSecond, cpu: cpuTotal(t0, t1) / r.deliveries, threads };
 }
 
+export interface CrossOptions {
+  /** Unmeasured pairs of bursts on each pair of servers first. */
+  warm?: number;
+  /** Fresh pairs of servers that share the rounds, one pair after the other. */
+  servers?: number;
+  /** The control: one worker against one worker, same method (the second column reads as the noise floor). */
+  control?: boolean;
+  /** Sees each pair as it ends. */
+  onPair?: (one: CrossRun, other: CrossRun) => void;
+}
+
 /**
- * One worker against two workers across shards, each server with its pair of devices connected throughout: `warm`
- * unmeasured bursts of each, then `rounds` pairs of `n`-message bursts, in the order one, two, two, one, ... so
- * that both sides meet the same minutes of this box (its run-to-run noise is larger than the difference). `onPair`
- * sees each pair as it ends.
+ * One worker against two workers across shards (or, as a control, against another one-worker server), each server
+ * with its pair of devices connected throughout: `warm` unmeasured bursts of each, then pairs of `n`-message bursts,
+ * in the order one, two, two, one, ... so that both sides meet the same minutes of this box (its run-to-run noise is
+ * larger than the difference). The `rounds` pairs are shared out over `servers` fresh pairs of servers.
  */
 export async function crossThreadCost(
   n: number,
   rounds: number,
-  warm = 4,
-  onPair: (one: CrossRun, across: CrossRun) => void = () => {},
-): Promise<[one: CrossRun, across: CrossRun][]> {
+  opts: CrossOptions = {},
+): Promise<[one: CrossRun, other: CrossRun][]> {
+  const servers = opts.servers ?? 1;
+  const pairs: [CrossRun, CrossRun][] = [];
+  for (let k = 0; k < servers; k++) {
+    const share = Math.floor(rounds / servers) + (k < rounds % servers ? 1 : 0);
+    for (const p of await onServers(n, share, opts)) pairs.push(p);
+  }
+  return pairs;
+}
+
+/** crossThreadCost on one fresh pair of servers. */
+async function onServers(n: number, rounds: number, opts: CrossOptions): Promise<[one: CrossRun, other: CrossRun][]> {
+  const workers = opts.control === true ? 1 : 2;
   const one = await startServer(1);
-  const two = await startServer(2);
+  const other = await startServer(workers);
   try {
     const a = await openPair(one, 1, false);
-    const b = await openPair(two, 2, true);
-    for (let i = 0; i < warm; i++) {
+    const b = await openPair(other, workers, workers === 2);
+    for (let i = 0; i < (opts.warm ?? 4); i++) {
       await burst(a, n);
       await burst(b, n);
     }
@@ -75,12 +101,12 @@ export async function crossThreadCost(
         ra = await burst(a, n);
       }
       pairs.push([ra, rb]);
-      onPair(ra, rb);
+      opts.onPair?.(ra, rb);
     }
     return pairs;
   } finally {
     await stopServer(one);
-    await stopServer(two);
+    await stopServer(other);
   }
 }
 
@@ -99,15 +125,16 @@ export function crossRatios(pairs: [CrossRun, CrossRun][]): { total: number; med
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const pairs = await crossThreadCost(
-    Number(process.argv[2] ?? 250_000),
-    Number(process.argv[3] ?? 24),
-    Number(process.argv[4] ?? 4),
-    (a, b) =>
+  const control = process.argv[6] === 'control';
+  const pairs = await crossThreadCost(Number(process.argv[2] ?? 250_000), Number(process.argv[3] ?? 24), {
+    warm: Number(process.argv[4] ?? 16),
+    servers: Number(process.argv[5] ?? 3),
+    control,
+    onPair: (a, b) =>
       console.log(
-        `1w ${Math.round(a.perSecond)} ${a.cpu.toFixed(3)} [${a.threads}] | across ${Math.round(b.perSecond)} ${b.cpu.toFixed(3)} [${b.threads}] | ratio ${(b.cpu / a.cpu).toFixed(2)}`,
+        `1w ${Math.round(a.perSecond)} ${a.cpu.toFixed(3)} [${a.threads}] | ${control ? '1w' : 'across'} ${Math.round(b.perSecond)} ${b.cpu.toFixed(3)} [${b.threads}] | ratio ${(b.cpu / a.cpu).toFixed(2)}`,
       ),
-  );
+  });
   const r = crossRatios(pairs);
   console.log(
     `ratio of totals ${r.total.toFixed(3)}, median of pairs ${r.median.toFixed(3)}; sorted ${r.sorted.map((x) => x.toFixed(2)).join(' ')}`,

@@ -6,7 +6,8 @@
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
 // BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1),
 // BENCH_CROSS_ROUNDS (24 pairs of bursts for the cross-thread cost; 0 skips it), BENCH_CROSS_BURST (250000
-// messages), BENCH_CROSS_WARM (16 unmeasured pairs first);
+// messages), BENCH_CROSS_WARM (16 unmeasured pairs first, on each pair of servers), BENCH_CROSS_SERVERS (3 fresh
+// pairs of servers share the rounds);
 // for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
 import { execFileSync } from 'node:child_process';
@@ -33,6 +34,7 @@ const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').
 const CROSS_ROUNDS = Number(env.BENCH_CROSS_ROUNDS ?? 24);
 const CROSS_BURST = Number(env.BENCH_CROSS_BURST ?? 250_000);
 const CROSS_WARM = Number(env.BENCH_CROSS_WARM ?? 16);
+const CROSS_SERVERS = Number(env.BENCH_CROSS_SERVERS ?? 3);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let idSeq = 0;
@@ -307,10 +309,13 @@ async function endToEnd(): Promise<string> {
 
 /**
  * One worker against two with sender and receiver on different shards, in alternating bursts on two servers side by
- * side (bench/cross.ts): this box's run-to-run noise is larger than the difference, so both sides meet the same minutes.
+ * side (bench/cross.ts): this box's run-to-run noise is larger than the difference, so both sides meet the same minutes;
+ * several fresh pairs of servers, because each server process keeps its own bias for as long as it runs.
  */
 async function crossThread(): Promise<string> {
-  const pairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, CROSS_WARM);
+  const opts = { warm: CROSS_WARM, servers: CROSS_SERVERS };
+  const pairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, opts);
+  const control = crossRatios(await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, { ...opts, control: true }));
   const one = pairs.map(([a]) => a.cpu);
   const across = pairs.map(([, b]) => b.cpu);
   const r = crossRatios(pairs);
@@ -318,9 +323,11 @@ async function crossThread(): Promise<string> {
     `${median(xs).toFixed(3)} (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`;
   return [
     `Broker CPU µs per p2p delivery (all threads), ${CROSS_ROUNDS} pairs of bursts of ${fmtInt(CROSS_BURST)} messages`,
-    `on connected devices, after ${CROSS_WARM} unmeasured pairs: one worker ${us(one)}; two workers, sender on shard 0 and receiver`,
+    `on connected devices, over ${CROSS_SERVERS} pairs of servers, each after ${CROSS_WARM} unmeasured pairs: one worker ${us(one)}; two workers, sender on shard 0 and receiver`,
     `on shard 1, ${us(across)}. Two workers across ÷ one worker: **${r.total.toFixed(2)}×** (summed CPU; median of the`,
     `pairs' ratios ${r.median.toFixed(2)}, quartiles ${r.sorted[Math.floor(r.sorted.length / 4)]!.toFixed(2)}–${r.sorted[Math.floor((3 * r.sorted.length) / 4)]!.toFixed(2)}).`,
+    `Control, the same method with one worker on both sides (should read 1.00; how far it is off is this run's noise):`,
+    `**${control.total.toFixed(2)}×** (median of the pairs' ratios ${control.median.toFixed(2)}).`,
   ].join('\n');
 }
 
