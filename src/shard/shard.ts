@@ -149,8 +149,9 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   input: Buffer | null = null;
   inputText = '';
   /**
-   * Bytes of a line joined from two reads (framer.ts frameLines: the tail of one read and the head of the next), for
-   * bulk deliveries of that line (push.ts joinedBytes); grown on demand up to JOINED_MAX.
+   * Text framed other than the read itself, as bytes for bulk deliveries (push.ts joinedBytes): a line joined from two
+   * reads (framer.ts frameLines: the tail of one read and the head of the next) or a backlog framed after a pause.
+   * Grown on demand, to 64 KB at most.
    */
   joined: Buffer = Buffer.allocUnsafeSlow(0);
   /** Output buffers whose socket took everything at once, reused for the next turn's byte output. */
