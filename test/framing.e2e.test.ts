@@ -520,6 +520,15 @@ describe('binary garbage', () => {
 
 // ------------------------------------------------------------------ pipelined pushes
 
+/** Closes the clients and waits until the chunky server has seen them go. */
+async function closeAll(...clients: TestClient[]): Promise<void> {
+  for (const c of clients) c.close();
+  await waitFor(
+    () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
+    'the server to see the connections closed',
+  );
+}
+
 describe('pipelined RID pushes (consecutive lines with one prefix are taken in bulk)', () => {
   /**
    * A's pipelined stream: long runs to B with some lines that must leave the run (LF only, a push to C, the KEY
@@ -581,11 +590,7 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
         expect(await bc.lines(s.toB.length, 20000)).toEqual(s.toB);
         expect(await cc.lines(s.toC.length, 20000)).toEqual(s.toC);
         expect([a.buffer, bc.buffer, cc.buffer]).toEqual(['', '', '']);
-        for (const x of [a, bc, cc]) x.close();
-        await waitFor(
-          () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
-          'the server to see the connections closed',
-        );
+        await closeAll(a, bc, cc);
       }
     }, 60000);
 
@@ -627,12 +632,7 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
         ),
         { numRuns: 40 },
       );
-      a.close();
-      b.close();
-      await waitFor(
-        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
-        'the server to see the connections closed',
-      );
+      await closeAll(a, b);
     }, 60000);
 
     it(`${name}: pushes written with the registration wait behind it, then go out in bulk from the backlog`, async () => {
@@ -656,12 +656,7 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
       expect(await a.lines(replies.length, 10000)).toEqual(replies);
       expect(await b.lines(got.length, 10000)).toEqual(got);
       expect([a.buffer, b.buffer]).toEqual(['', '']);
-      a.close();
-      b.close();
-      await waitFor(
-        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
-        'the server to see the connections closed',
-      );
+      await closeAll(a, b);
     }, 60000);
 
     it(`${name}: a line split across two reads, at every byte, is delivered and answered as in one read`, async () => {
@@ -684,12 +679,7 @@ describe('pipelined RID pushes (consecutive lines with one prefix are taken in b
       }
       expect(await a.request(`TCP:RETDATA:${key}:0`)).toBe('[OK:>two:\xff>three>one>two:\xff>three]');
       expect([a.buffer, b.buffer]).toEqual(['', '']);
-      a.close();
-      b.close();
-      await waitFor(
-        () => openTotal(chunky) === opened.filter((x) => !x.closed).length,
-        'the server to see the connections closed',
-      );
+      await closeAll(a, b);
     }, 60000);
   }
 });
