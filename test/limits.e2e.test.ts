@@ -193,6 +193,26 @@ describe('NODE.COM_CHK (0.3 s)', () => {
     expect(c.buffer).toBe('');
   });
 
+  it('sweeps many connections a slice at a time: each of 300 silent ones gets one SYNC and is closed at its second tick', async () => {
+    const opened: { c: TestClient; at: number }[] = [];
+    for (let i = 0; i < 300; i++) opened.push({ c: await TestClient.open(srv.port), at: Date.now() });
+    const closedAfter = await Promise.all(
+      opened.map(async ({ c, at }) => {
+        await c.closedByServer(10000);
+        return Date.now() - at;
+      }),
+    );
+    for (const { c } of opened) {
+      const lines = c.buffer.split('\r\n');
+      expect(lines.pop()).toBe('');
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(/^\[SYNC:/);
+    }
+    // Never before two ticks; within a sweep period (75 ms here, in 7 slices) of it, and this box's scheduling.
+    expect(Math.min(...closedAfter)).toBeGreaterThanOrEqual(2 * 300 - 20);
+    expect(Math.max(...closedAfter)).toBeLessThan(2 * 300 + 1500);
+  }, 30000);
+
   it('closes an unregistered connection at the second tick even when it talks (no SYNC then)', async () => {
     const c = await TestClient.open(srv.port);
     const timer = setInterval(() => c.write(`TCP:GID:${srv.key}\r\n`), 50);
