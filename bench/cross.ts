@@ -127,7 +127,7 @@ export function crossRatios(pairs: [CrossRun, CrossRun][]): { total: number; med
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const control = process.argv[6] === 'control';
   const pairs = await crossThreadCost(Number(process.argv[2] ?? 250_000), Number(process.argv[3] ?? 24), {
-    warm: Number(process.argv[4] ?? 16),
+    warm: Number(process.argv[4] ?? 32),
     servers: Number(process.argv[5] ?? 3),
     control,
     onPair: (a, b) =>

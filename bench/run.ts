@@ -6,7 +6,7 @@
 // Environment knobs: BENCH_RUNS (3), BENCH_P2P (1000000 messages), BENCH_FANOUT (20000 messages to 100),
 // BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1),
 // BENCH_CROSS_ROUNDS (24 pairs of bursts for the cross-thread cost; 0 skips it), BENCH_CROSS_BURST (250000
-// messages), BENCH_CROSS_WARM (16 unmeasured pairs first, on each pair of servers), BENCH_CROSS_SERVERS (3 fresh
+// messages), BENCH_CROSS_WARM (32 unmeasured pairs first, on each pair of servers), BENCH_CROSS_SERVERS (3 fresh
 // pairs of servers share the rounds);
 // for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
@@ -33,7 +33,7 @@ const IDLE = Number(env.BENCH_IDLE ?? 10_000);
 const WORKERS = (env.BENCH_WORKERS ?? `1,${availableParallelism()}`).split(',').map(Number);
 const CROSS_ROUNDS = Number(env.BENCH_CROSS_ROUNDS ?? 24);
 const CROSS_BURST = Number(env.BENCH_CROSS_BURST ?? 250_000);
-const CROSS_WARM = Number(env.BENCH_CROSS_WARM ?? 16);
+const CROSS_WARM = Number(env.BENCH_CROSS_WARM ?? 32);
 const CROSS_SERVERS = Number(env.BENCH_CROSS_SERVERS ?? 3);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
