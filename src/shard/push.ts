@@ -477,11 +477,10 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
     const flags = liveFlags(shard.status, handle);
     if (!(flags & ALIVE) || (flags & FULL) !== 0 || shard.links[target] === undefined) return pos;
   }
-  const buf = joined ? joinedBytes(shard, s, pos) : shard.input!;
-  const limit = joined ? joinedEnd : s.length;
-  const count = rewriteRun(shard, buf, s, pos, plen, re, peer !== null ? room : NO_BOUND, limit);
+  const count = rewriteRun(shard, s, pos, joined, plen, re, peer !== null ? room : NO_BOUND);
   const p = runEnd;
   const w = runOut;
+  const buf = joined ? shard.joined : shard.input!;
   if (count === 0) return pos;
   const metrics = shard.metrics;
   metrics.pushes[TARGET.RID]! += count;
@@ -513,11 +512,11 @@ const JOINED_WINDOW = 2048;
 
 /**
  * s (not the read being framed: a line joined from the end of one read and the start of the next, or a backlog
- * framed after a pause) as bytes at the same offsets, from `pos` to `joinedEnd`, in shard.joined: the lines taken
- * are rewritten there as they would be in the read. Every read that ends inside a line starts with such a line, which
- * would otherwise take the general path (a parse, a lookup and a reply of its own) once per read.
+ * framed after a pause) as bytes at the same offsets, from `pos` up to the end it returns, in shard.joined: the lines
+ * taken are rewritten there as they would be in the read. Every read that ends inside a line starts with such a line,
+ * which would otherwise take the general path (a parse, a lookup and a reply of its own) once per read.
  */
-function joinedBytes(shard: ShardActor, s: string, pos: number): Buffer {
+function joinedBytes(shard: ShardActor, s: string, pos: number): number {
   const end = Math.min(s.length, pos + JOINED_WINDOW);
   let buf = shard.joined;
   if (buf.length < end) {
@@ -527,12 +526,12 @@ function joinedBytes(shard: ShardActor, s: string, pos: number): Buffer {
     shard.joined = buf;
   }
   buf.write(s.slice(pos, end), pos, 'latin1');
-  joinedEnd = end;
-  return buf;
+  return end;
 }
-/** Set by joinedBytes: where the bytes it copied end. */
-let joinedEnd = 0;
-/** Set by rewriteRun: the position in s after the last line taken, and in the input after its rewritten output. */
+/**
+ * Set by rewriteRun: the position in s after the last line taken, and the position after their rewritten output in
+ * the bytes it wrote (the read, or shard.joined for other text).
+ */
 let runEnd = 0;
 let runOut = 0;
 
@@ -541,20 +540,22 @@ let runOut = 0;
  * and fit NODE.MAX_LINE into the delivered lines (`PUSH:<DATA>` CRLF), over the read's own bytes from `pos` on: each
  * is shorter than the line it comes from, so nothing is overwritten before it has been copied. `room` is the least
  * any local receiver can still take (NO_BOUND for none): a line that would find one full ends the run, and the
- * general path answers it. Only lines ending before `limit` are taken. Returns the lines taken (runEnd and runOut say
- * where they end).
+ * general path answers it. Text other than the read (`joined`) is rewritten in shard.joined (see joinedBytes), as far
+ * as it was copied there. Returns the lines taken (runEnd and runOut say where they end).
  */
 function rewriteRun(
   shard: ShardActor,
-  buf: Buffer,
   s: string,
   pos: number,
+  joined: boolean,
   plen: number,
   re: RegExp,
   room: number,
-  limit: number,
 ): number {
   const maxLine = shard.maxLine;
+  // joinedBytes first: it may give shard.joined a bigger buffer.
+  const limit = joined ? joinedBytes(shard, s, pos) : s.length;
+  const buf = joined ? shard.joined : shard.input!;
   let w = pos;
   let count = 0;
   let p = pos;
@@ -649,9 +650,7 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   members.length = 0;
   memberIds.length = 0;
   const taken = ok && delivered > 0 && (kind === GROUP || delivered === 1);
-  const buf = !taken ? shard.joined : joined ? joinedBytes(shard, s, pos) : shard.input!;
-  const limit = joined ? joinedEnd : s.length;
-  const count = taken ? rewriteRun(shard, buf, s, pos, route.prefix.length, route.re, room, limit) : 0;
+  const count = taken ? rewriteRun(shard, s, pos, joined, route.prefix.length, route.re, room) : 0;
   if (count === 0) {
     runPeers.length = 0;
     for (let p = 0; p < scratch.length; p++) scratch[p]!.length = 0;
@@ -662,6 +661,7 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   }
   const p = runEnd;
   const w = runOut;
+  const buf = joined ? shard.joined : shard.input!;
   const metrics = shard.metrics;
   metrics.pushes[target]! += count;
   metrics.delivered[target]! += delivered * count;
