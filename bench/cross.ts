@@ -1,17 +1,20 @@
 // The cross-thread bar of issue 4, measured as an A/B: `node bench/cross.ts [messages] [rounds] [warm] [servers]
-// [control]` starts a one-worker and a two-worker server side by side, each with a sender and a receiver connected (on the
-// two-worker one the sender on shard 0 and the receiver on shard 1), and alternates pipelined bursts of `messages` p2p
-// pushes on each (`warm` unmeasured pairs first); prints broker CPU µs per delivery of both, split by thread, and the
-// ratio (two workers across shards ÷ one worker) of every pair, then the ratio of the totals and the pairs' ratios
-// sorted. The `rounds` pairs are shared out over `servers` fresh pairs of servers, one after the other: two servers
-// running the same build differ by up to ±12 % on this box for as long as they run (one worker against one worker,
-// same method: 1.067, 0.878, 0.983), so a single pair of servers carries that bias into the result. `control` runs
-// that comparison itself: one worker against a second one-worker server.
+// [mode] [pairs]` starts a one-worker and a two-worker server side by side, each with a sender and a receiver connected
+// (mode `across`, the default: on the two-worker one the sender on shard 0 and the receiver on shard 1), and alternates
+// pipelined bursts of `messages` p2p pushes on each (`warm` unmeasured pairs first); prints broker CPU µs per delivery
+// of both, split by thread, and the ratio (two workers ÷ one worker) of every pair, then the ratio of the totals and
+// the pairs' ratios sorted. The `rounds` pairs are shared out over `servers` fresh pairs of servers, one after the
+// other: two servers running the same build differ by up to ±12 % on this box for as long as they run (one worker
+// against one worker, same method: 1.067, 0.878, 0.983), so a single pair of servers carries that bias into the result.
+// Other modes: `control` runs that comparison itself (one worker against a second one-worker server); `same` puts both
+// devices on shard 0; `spread` opens `pairs` senders with their receivers (default 4) wherever the kernel's reusePort
+// hash puts them, as a deployment would, and shares each burst among them (both servers); `cold` measures the first
+// `messages` (default 2,000,000) on fresh servers with devices spread, `rounds` times (see coldCost).
 // `npm run bench` runs the same (crossThreadCost) and prints its summary under the end-to-end table.
 
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { PAYLOAD, pipeline } from './load.ts';
+import { PAYLOAD, pipeline, register } from './load.ts';
 import { cpuPerThread, cpuTotal, onShard, type Server, startServer, stopServer, threadCpuMicros } from './server.ts';
 
 /** One burst of p2p messages: msgs/s, broker CPU µs per delivery, and the threads' share of it. */
@@ -21,25 +24,50 @@ export interface CrossRun {
   threads: string;
 }
 
-/** A registered sender and receiver on a server, used for every burst (no connection set-up between them). */
-interface Pair {
+/** Registered senders and their receivers on a server, used for every burst (no connection set-up between them). */
+interface Pairs {
   server: Server;
-  sender: Socket;
-  receiver: Socket;
-  line: string;
+  senders: Socket[];
+  receivers: Socket[];
+  lines: string[];
 }
 
-async function openPair(s: Server, workers: number, across: boolean): Promise<Pair> {
-  const [receiver, rid] = await onShard(s, workers, 'R', across ? 1 : 0);
-  const [sender] = await onShard(s, workers, 'S', 0);
-  return { server: s, sender, receiver, line: `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n` };
+/** How devices are placed on the two-worker server: see CrossOptions. */
+type Placement = 'across' | 'same' | 'spread';
+
+/** A registered device: on the shard asked for, or (`shard` -1, or one worker) wherever the kernel put it. */
+async function device(s: Server, workers: number, prefix: string, shard: number): Promise<[Socket, string]> {
+  if (shard >= 0 && workers > 1) return onShard(s, workers, prefix, shard);
+  const id = `${prefix}${s.port}`;
+  return [await register(s.port, s.key, id), id];
 }
 
-async function burst(p: Pair, n: number): Promise<CrossRun> {
+async function openPairs(s: Server, workers: number, placement: Placement, count: number): Promise<Pairs> {
+  const p: Pairs = { server: s, senders: [], receivers: [], lines: [] };
+  const spread = placement === 'spread';
+  for (let i = 0; i < count; i++) {
+    const [receiver, rid] = await device(s, workers, `R${i}X`, spread ? -1 : placement === 'across' ? 1 : 0);
+    const [sender] = await device(s, workers, `S${i}X`, spread ? -1 : 0);
+    p.senders.push(sender);
+    p.receivers.push(receiver);
+    p.lines.push(`TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`);
+  }
+  return p;
+}
+
+async function burst(p: Pairs, n: number): Promise<CrossRun> {
   const pid = p.server.child.pid!;
+  const k = p.senders.length;
   const t0 = threadCpuMicros(pid);
-  const r = await pipeline(p.sender, [p.receiver], p.line, n, 1, 16384);
+  const runs = await Promise.all(
+    p.senders.map((sender, i) => pipeline(sender, [p.receivers[i]!], p.lines[i]!, Math.floor(n / k), 1, 16384 / k)),
+  );
   const t1 = threadCpuMicros(pid);
+  const r = { deliveries: 0, perSecond: 0 };
+  for (const one of runs) {
+    r.deliveries += one.deliveries;
+    r.perSecond += one.perSecond;
+  }
   const threads = cpuPerThread(t0, t1, r.deliveries, 3)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
@@ -53,6 +81,13 @@ export interface CrossOptions {
   servers?: number;
   /** The control: one worker against one worker, same method (the second column reads as the noise floor). */
   control?: boolean;
+  /**
+   * Where the two-worker server's devices are: every sender on shard 0 and its receiver on shard 1 ('across', the
+   * default), both on shard 0 ('same'), or wherever the kernel's reusePort hash put them ('spread').
+   */
+  placement?: Placement;
+  /** Senders, each with its receiver, on each server (default 1); a burst's messages are shared among them. */
+  devicePairs?: number;
   /** Sees each pair as it ends. */
   onPair?: (one: CrossRun, other: CrossRun) => void;
 }
@@ -83,8 +118,9 @@ async function onServers(n: number, rounds: number, opts: CrossOptions): Promise
   const one = await startServer(1);
   const other = await startServer(workers);
   try {
-    const a = await openPair(one, 1, false);
-    const b = await openPair(other, workers, workers === 2);
+    const count = opts.devicePairs ?? 1;
+    const a = await openPairs(one, 1, 'spread', count);
+    const b = await openPairs(other, workers, opts.placement ?? 'across', count);
     for (let i = 0; i < (opts.warm ?? 4); i++) {
       await burst(a, n);
       await burst(b, n);
@@ -110,6 +146,29 @@ async function onServers(n: number, rounds: number, opts: CrossOptions): Promise
   }
 }
 
+/**
+ * The same from cold: for each of `rounds`, a fresh one-worker and a fresh two-worker server (in alternating order),
+ * each with `devicePairs` senders and receivers wherever the kernel put them, measured over the first `n` messages
+ * after registration, with no warm-up: what a short benchmark of a just-started server sees, V8 compiling the hot
+ * code in each shard's isolate included. Returns the pairs [one worker, two workers].
+ */
+export async function coldCost(n: number, rounds: number, devicePairs = 4): Promise<[one: CrossRun, two: CrossRun][]> {
+  const pairs: [CrossRun, CrossRun][] = [];
+  for (let i = 0; i < rounds; i++) {
+    const runs: CrossRun[] = [];
+    for (const workers of i % 2 === 0 ? [1, 2] : [2, 1]) {
+      const s = await startServer(workers);
+      try {
+        runs[workers - 1] = await burst(await openPairs(s, workers, 'spread', devicePairs), n);
+      } finally {
+        await stopServer(s);
+      }
+    }
+    pairs.push([runs[0]!, runs[1]!]);
+  }
+  return pairs;
+}
+
 /** Ratio of the two sides' summed CPU (every burst has the same messages), and the median of the pairs' ratios. */
 export function crossRatios(pairs: [CrossRun, CrossRun][]): { total: number; median: number; sorted: number[] } {
   const sorted = pairs.map(([a, b]) => b.cpu / a.cpu).sort((x, y) => x - y);
@@ -124,15 +183,33 @@ export function crossRatios(pairs: [CrossRun, CrossRun][]): { total: number; med
   return { total: across / one, median, sorted };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const control = process.argv[6] === 'control';
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[6] === 'cold') {
+  // `node bench/cross.ts <messages> <rounds> - - cold [pairs]`
+  const pairs = await coldCost(
+    Number(process.argv[2] ?? 2_000_000),
+    Number(process.argv[3] ?? 6),
+    Number(process.argv[7] ?? 4),
+  );
+  for (const [a, b] of pairs)
+    console.log(
+      `1w ${a.cpu.toFixed(3)} [${a.threads}] | 2w ${b.cpu.toFixed(3)} [${b.threads}] | ratio ${(b.cpu / a.cpu).toFixed(2)}`,
+    );
+  const r = crossRatios(pairs);
+  console.log(`ratio of totals ${r.total.toFixed(3)}, median of pairs ${r.median.toFixed(3)}`);
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const mode = process.argv[6] ?? 'across';
+  const control = mode === 'control';
+  const placement: Placement = mode === 'same' || mode === 'spread' ? mode : 'across';
+  const devicePairs = Number(process.argv[7] ?? (mode === 'spread' ? 4 : 1));
   const pairs = await crossThreadCost(Number(process.argv[2] ?? 250_000), Number(process.argv[3] ?? 24), {
     warm: Number(process.argv[4] ?? 32),
     servers: Number(process.argv[5] ?? 3),
     control,
+    placement,
+    devicePairs,
     onPair: (a, b) =>
       console.log(
-        `1w ${Math.round(a.perSecond)} ${a.cpu.toFixed(3)} [${a.threads}] | ${control ? '1w' : 'across'} ${Math.round(b.perSecond)} ${b.cpu.toFixed(3)} [${b.threads}] | ratio ${(b.cpu / a.cpu).toFixed(2)}`,
+        `1w ${Math.round(a.perSecond)} ${a.cpu.toFixed(3)} [${a.threads}] | ${control ? '1w' : placement} ${Math.round(b.perSecond)} ${b.cpu.toFixed(3)} [${b.threads}] | ratio ${(b.cpu / a.cpu).toFixed(2)}`,
       ),
   });
   const r = crossRatios(pairs);

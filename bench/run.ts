@@ -7,7 +7,8 @@
 // BENCH_RTT (5000 round trips), BENCH_IDLE (10000 connections), BENCH_WORKERS ("1,<cores>"), BENCH_MICRO (1),
 // BENCH_CROSS_ROUNDS (24 pairs of bursts for the cross-thread cost; 0 skips it), BENCH_CROSS_BURST (250000
 // messages), BENCH_CROSS_WARM (32 unmeasured pairs first, on each pair of servers), BENCH_CROSS_SERVERS (3 fresh
-// pairs of servers share the rounds);
+// pairs of servers share the rounds), BENCH_COLD_ROUNDS (6 pairs of fresh servers for the cross-thread cost from
+// cold), BENCH_COLD_MESSAGES (2000000);
 // for the RAW channel rows see bench/raw.ts (BENCH_RAW_BYTES, BENCH_RAW_RUNS, BENCH_RAW_ROUNDS).
 
 import { execFileSync } from 'node:child_process';
@@ -16,7 +17,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { crossRatios, crossThreadCost } from './cross.ts';
+import { coldCost, crossRatios, crossThreadCost } from './cross.ts';
 import { countLines, openSocket, PAYLOAD, percentile, pingPong, pipeline, register } from './load.ts';
 import { runMicro } from './micro.ts';
 import { presenceBench } from './presence.ts';
@@ -35,6 +36,8 @@ const CROSS_ROUNDS = Number(env.BENCH_CROSS_ROUNDS ?? 24);
 const CROSS_BURST = Number(env.BENCH_CROSS_BURST ?? 250_000);
 const CROSS_WARM = Number(env.BENCH_CROSS_WARM ?? 32);
 const CROSS_SERVERS = Number(env.BENCH_CROSS_SERVERS ?? 3);
+const COLD_ROUNDS = Number(env.BENCH_COLD_ROUNDS ?? 6);
+const COLD_MESSAGES = Number(env.BENCH_COLD_MESSAGES ?? 2_000_000);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let idSeq = 0;
@@ -316,6 +319,14 @@ async function crossThread(): Promise<string> {
   const opts = { warm: CROSS_WARM, servers: CROSS_SERVERS };
   const pairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, opts);
   const control = crossRatios(await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, { ...opts, control: true }));
+  const spreadPairs = await crossThreadCost(CROSS_BURST, CROSS_ROUNDS, {
+    ...opts,
+    placement: 'spread',
+    devicePairs: 4,
+  });
+  const spread = crossRatios(spreadPairs);
+  const coldPairs = await coldCost(COLD_MESSAGES, COLD_ROUNDS);
+  const cold = crossRatios(coldPairs);
   const one = pairs.map(([a]) => a.cpu);
   const across = pairs.map(([, b]) => b.cpu);
   const r = crossRatios(pairs);
@@ -328,6 +339,12 @@ async function crossThread(): Promise<string> {
     `pairs' ratios ${r.median.toFixed(2)}, quartiles ${r.sorted[Math.floor(r.sorted.length / 4)]!.toFixed(2)}–${r.sorted[Math.floor((3 * r.sorted.length) / 4)]!.toFixed(2)}).`,
     `Control, the same method with one worker on both sides (should read 1.00; how far it is off is this run's noise):`,
     `**${control.total.toFixed(2)}×** (median of the pairs' ratios ${control.median.toFixed(2)}).`,
+    `Devices spread over both shards as a deployment has them: four senders, each with its receiver, on each server,`,
+    `wherever the kernel's reusePort hash put them (some pairs cross, some do not; bursts shared among the four): one`,
+    `worker ${us(spreadPairs.map(([a]) => a.cpu))}, two workers ${us(spreadPairs.map(([, b]) => b.cpu))}: **${spread.total.toFixed(2)}×** (median of the pairs' ratios ${spread.median.toFixed(2)}).`,
+    `From cold, the same four pairs on ${COLD_ROUNDS} fresh pairs of servers, the first ${fmtInt(COLD_MESSAGES)} messages after`,
+    `registration (V8 compiling the hot code in each shard's isolate included): one worker ${us(coldPairs.map(([a]) => a.cpu))},`,
+    `two workers ${us(coldPairs.map(([, b]) => b.cpu))}: **${cold.total.toFixed(2)}×** (median of the pairs' ratios ${cold.median.toFixed(2)}).`,
   ].join('\n');
 }
 
