@@ -25,14 +25,14 @@ export class Metrics {
       }
       return out;
     };
-    const counter = (name: string, help: string, key: string): void => {
+    const counter = (name: string, help: string, key: string, own: () => number = () => 0): void => {
       new Counter({
         name,
         help,
         registers: [this.registry],
         collect() {
           this.reset();
-          this.inc(sum(key));
+          this.inc(sum(key) + own());
         },
       });
     };
@@ -71,6 +71,25 @@ export class Metrics {
     counter('p2pc_wills_fired_total', 'last wills pushed after an unexpected end', 'wills_fired');
     counter('p2pc_liveness_closed_total', 'registered connections closed for missing liveness', 'liveness_closed');
     counter('p2pc_held_pushes_total', 'pushes held for offline devices', 'held_pushes');
+    const reducer = () => supervisor.reducer;
+    counter(
+      'p2pc_idle_collections_total',
+      'memory-reducing collections the shards and the supervisor ran once quiet after their heap grew (PServer.IDLE_GC_MS)',
+      'idle_collections',
+      () => reducer()?.collections ?? 0,
+    );
+    counter(
+      'p2pc_idle_collection_seconds_total',
+      'time the threads spent in those collections',
+      'idle_collect_seconds',
+      () => (reducer()?.collectMs ?? 0) / 1000,
+    );
+    counter(
+      'p2pc_idle_released_bytes_total',
+      'committed heap those collections gave back',
+      'idle_released_bytes',
+      () => reducer()?.releasedBytes ?? 0,
+    );
     counter(
       'p2pc_raw_node_streams_opened_total',
       'RAW links this node opened to a device on another node',

@@ -49,6 +49,20 @@ export const SCHEMA = {
       max: 19,
       doc: "nice value for V8's worker threads (JIT compiles, concurrent marking and sweeping; Linux), so they run when a core is free instead of taking one from a shard: lowers the latency tail on a box the server has to itself; where other processes keep the cores busy they starve the collector (0 = leave them at the process's priority)",
     },
+    IDLE_GC_MS: {
+      type: 'int',
+      def: 250,
+      min: 0,
+      max: 60000,
+      doc: 'after a thread (a shard, the supervisor) has been quiet this long (under 5 % of a core) and its heap grew by IDLE_GC_MB since its last such collection, it runs one memory-reducing collection that gives the heap a burst left committed back to the system (a pause of tens of ms, only when quiet; 0 = never)',
+    },
+    IDLE_GC_MB: {
+      type: 'int',
+      def: 8,
+      min: 1,
+      max: 65536,
+      doc: "growth of a thread's committed heap in MB since its last idle collection (or start), and by at least a quarter of the heap that collection left, that makes it collect once quiet (see IDLE_GC_MS)",
+    },
     SHARD_YOUNG_MB: {
       type: 'int',
       def: 12,

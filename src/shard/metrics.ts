@@ -2,6 +2,7 @@
 // supervisor when it scrapes. Never per-message logging, never a per-message allocation.
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { Logger } from 'pino';
 import { TARGET } from '../protocol/parser.ts';
 
 export const TARGET_NAMES: readonly string[] = (() => {
@@ -31,10 +32,24 @@ export class ShardMetrics {
   /** Cluster mode: RAW links opened to a device on another node, and accepted from another node. */
   rawNodeOut = 0;
   rawNodeIn = 0;
+  /** Idle memory-reducing collections (runtime/memory-reducer.ts), their time and the heap they gave back. */
+  idleCollections = 0;
+  idleCollectMs = 0;
+  idleReleasedBytes = 0;
   private readonly lag = monitorEventLoopDelay({ resolution: 20 });
 
   constructor() {
     this.lag.enable();
+  }
+
+  /** A collection of the idle memory reducer just ran: its totals, and one debug line. */
+  noteIdleCollection(r: { collections: number; collectMs: number; releasedBytes: number }, log: Logger): void {
+    const ms = r.collectMs - this.idleCollectMs;
+    const released = r.releasedBytes - this.idleReleasedBytes;
+    this.idleCollections = r.collections;
+    this.idleCollectMs = r.collectMs;
+    this.idleReleasedBytes = r.releasedBytes;
+    log.debug({ ms: Math.round(ms), releasedMB: Math.round(released / 1048576) }, 'idle heap collected');
   }
 
   fail(code: string): void {
@@ -70,6 +85,12 @@ export class ShardMetrics {
       this.rawNodeOut,
       'raw_node_in',
       this.rawNodeIn,
+      'idle_collections',
+      this.idleCollections,
+      'idle_collect_seconds',
+      this.idleCollectMs / 1000,
+      'idle_released_bytes',
+      this.idleReleasedBytes,
       'event_loop_lag_p99',
       this.lag.percentile(99) / 1e9,
     ];

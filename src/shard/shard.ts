@@ -47,6 +47,7 @@ import {
 } from '../routing/handle.ts';
 import { AddressCounters } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
+import { IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 import {
   COUNTER_IN_MINUTE,
   COUNTER_MINUTE,
@@ -93,6 +94,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   readonly links: (PortLink | undefined)[];
   readonly ownership: Ownership;
   readonly metrics = new ShardMetrics();
+  /** Gives the heap a burst left committed back once the shard is quiet again (PServer.IDLE_GC_MS). */
+  private reducer: IdleMemoryReducer | null = null;
   /** Reusable parse result: one per shard, never per message. */
   readonly cmd = new ParsedCommand();
 
@@ -250,6 +253,10 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     }
     const sweepMs = Math.max(10, Math.min(1000, this.tickMs / 4, this.waitMs / 4, this.deadlineMs / 4));
     this.sweepSlices = Math.max(1, Math.min(SWEEP_SLICES, Math.floor(sweepMs / 10)));
+    const pserver = this.config.PServer;
+    if (pserver.IDLE_GC_MS > 0) {
+      this.reducer = new IdleMemoryReducer({ quietMs: pserver.IDLE_GC_MS, growthBytes: pserver.IDLE_GC_MB * 1048576 });
+    }
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs / this.sweepSlices);
     this.control.ops.push(OP.READY, this.index);
     this.scheduleFlush();
@@ -1383,6 +1390,8 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
    */
   private sweep(): void {
     const now = Date.now();
+    const reducer = this.reducer;
+    if (reducer?.tick(now)) this.metrics.noteIdleCollection(reducer, this.log);
     const tick = this.tickMs;
     const conns = this.conns;
     let from = this.sweepNext;

@@ -14,6 +14,7 @@ import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
 import { Topology, TopologyFailure } from '../routing/topology.ts';
 import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
+import { IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { Outbox } from '../services/outbox.ts';
 import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
@@ -71,6 +72,9 @@ export interface DeviceStats {
 
 export type AccountEvent = 'presence' | 'topology';
 
+/** How often the supervisor's idle memory reducer looks at its thread (a window is PServer.IDLE_GC_MS). */
+const IDLE_TICK_MS = 50;
+
 export class Supervisor {
   readonly config: Config;
   readonly store: Store;
@@ -101,6 +105,9 @@ export class Supervisor {
   /** (account:ID) pairs with held messages, so a registration with nothing held costs no query. */
   private readonly heldKeys = new Set<string>();
   private purgeTimer: NodeJS.Timeout | null = null;
+  /** The supervisor's own idle memory reducer (PServer.IDLE_GC_MS; each shard runs one too), and its timer. */
+  reducer: IdleMemoryReducer | null = null;
+  private reducerTimer: NodeJS.Timeout | null = null;
   /** Store work that must keep the shards' op order (see inOrder). */
   private storeQueue: Promise<void> = Promise.resolve();
   /** The batch of holds this event-loop turn, while later holds may join it (see queueHolds). */
@@ -152,6 +159,15 @@ export class Supervisor {
       });
     }, 60000);
     this.purgeTimer.unref();
+    const pserver = this.config.PServer;
+    if (pserver.IDLE_GC_MS > 0) {
+      const reducer = new IdleMemoryReducer({ quietMs: pserver.IDLE_GC_MS, growthBytes: pserver.IDLE_GC_MB * 1048576 });
+      this.reducer = reducer;
+      this.reducerTimer = setInterval(() => {
+        if (reducer.tick(Date.now())) this.log.debug({ collections: reducer.collections }, 'idle heap collected');
+      }, IDLE_TICK_MS);
+      this.reducerTimer.unref();
+    }
     const accounts = await this.store.listAccounts();
     for (const acct of accounts) {
       const changes = await this.store.loadTopology(acct.id);
@@ -1181,6 +1197,7 @@ export class Supervisor {
     if (this.stopping) return;
     this.stopping = true;
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    if (this.reducerTimer) clearInterval(this.reducerTimer);
     await Promise.all(
       this.shards.map(async (slot, index) => {
         const worker = slot.worker;
