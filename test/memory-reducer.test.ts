@@ -21,18 +21,30 @@ function fake(committed: number): ReducerProbes & { heap: number; cpu: number; r
 
 const MB = 1048576;
 
+/** A reducer past its start-up collection (the first quiet window after start collects once in any case). */
+function started(p: ReturnType<typeof fake>, quietMs: number, growthBytes: number): IdleMemoryReducer {
+  const r = new IdleMemoryReducer({ quietMs, growthBytes }, p);
+  const after = p.after;
+  p.after = p.heap;
+  r.tick(0);
+  expect(r.tick(quietMs)).toBe(true);
+  p.after = after;
+  p.runs = 0;
+  return r;
+}
+
 describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
   it('collects once a quiet window follows enough growth, and gives the numbers', () => {
     const p = fake(10 * MB);
-    const r = new IdleMemoryReducer({ quietMs: 250, growthBytes: 8 * MB }, p);
-    expect(r.tick(1000)).toBe(false); // the first tick opens a window
+    const r = started(p, 250, 8 * MB);
+    expect(r.tick(1000)).toBe(false); // the first tick after a collection opens a window
     p.heap = 30 * MB; // a burst
     p.cpu += 200; // 80 % of a core over the window
     expect(r.tick(1250)).toBe(false);
     p.after = 12 * MB;
     p.cpu += 5; // 2 %
     expect(r.tick(1500)).toBe(true);
-    expect([p.runs, r.collections, r.releasedBytes]).toEqual([1, 1, 18 * MB]);
+    expect([p.runs, r.collections, r.releasedBytes]).toEqual([1, 2, 18 * MB]);
     // Quiet again, but nothing grew: no second collection.
     for (let t = 1750; t <= 5000; t += 250) expect(r.tick(t)).toBe(false);
     expect(p.runs).toBe(1);
@@ -40,7 +52,7 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
 
   it('waits for the whole window: a tick inside it decides nothing', () => {
     const p = fake(10 * MB);
-    const r = new IdleMemoryReducer({ quietMs: 250, growthBytes: 8 * MB }, p);
+    const r = started(p, 250, 8 * MB);
     r.tick(0);
     p.heap = 40 * MB;
     expect(r.tick(100)).toBe(false);
@@ -50,7 +62,7 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
 
   it('does not collect while the thread is busy (over 5 % of a core), however much the heap grew', () => {
     const p = fake(10 * MB);
-    const r = new IdleMemoryReducer({ quietMs: 100, growthBytes: 1 * MB }, p);
+    const r = started(p, 100, 1 * MB);
     r.tick(0);
     p.heap = 100 * MB;
     for (let t = 100; t <= 2000; t += 100) {
@@ -63,7 +75,7 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
 
   it('needs growth of IDLE_GC_MB and of a quarter of the heap left by the last collection', () => {
     const p = fake(100 * MB);
-    const r = new IdleMemoryReducer({ quietMs: 100, growthBytes: 8 * MB }, p);
+    const r = started(p, 100, 8 * MB);
     r.tick(0);
     p.heap = 120 * MB; // 20 MB: over IDLE_GC_MB, under a quarter of 100 MB
     expect(r.tick(100)).toBe(false);
@@ -71,7 +83,7 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
     expect(r.tick(200)).toBe(true);
     // Small heap: IDLE_GC_MB decides.
     const q = fake(2 * MB);
-    const s = new IdleMemoryReducer({ quietMs: 100, growthBytes: 8 * MB }, q);
+    const s = started(q, 100, 8 * MB);
     s.tick(0);
     q.heap = 9 * MB;
     expect(s.tick(100)).toBe(false);
@@ -81,7 +93,7 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
 
   it('counts how far the heap grew since the last collection, though V8 shrank it again since', () => {
     const p = fake(10 * MB);
-    const r = new IdleMemoryReducer({ quietMs: 250, growthBytes: 8 * MB }, p);
+    const r = started(p, 250, 8 * MB);
     r.tick(0);
     p.cpu += 200;
     p.heap = 30 * MB; // seen at a tick during the burst
@@ -91,6 +103,18 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
     p.after = 9 * MB;
     expect(r.tick(500)).toBe(true);
     expect(r.releasedBytes).toBe(21 * MB);
+  });
+
+  it('collects once at the first quiet window after start, then only after growth', () => {
+    const p = fake(6 * MB);
+    const r = new IdleMemoryReducer({ quietMs: 100, growthBytes: 8 * MB }, p);
+    r.tick(0);
+    p.cpu += 50; // start-up still busy
+    expect(r.tick(100)).toBe(false);
+    p.after = 4 * MB;
+    expect(r.tick(200)).toBe(true);
+    for (let t = 300; t < 3000; t += 100) expect(r.tick(t)).toBe(false);
+    expect([p.runs, r.releasedBytes]).toEqual([1, 2 * MB]);
   });
 
   it('defaults: 250 ms of quiet after 8 MB of growth', () => {

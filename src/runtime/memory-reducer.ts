@@ -8,7 +8,8 @@
 // own CPU time low for `quietMs`, after its heap grew by `growthBytes`, and by a quarter, since the last collection) and
 // then runs one memory-reducing collection (`gc` with the last-resort flavour: full collections until nothing more
 // is freed, the new space shrunk, pooled pages released). That pauses the thread for tens of milliseconds (about
-// 70 ms with 10,000 connections), so only when it is quiet, and at most once per growth.
+// 70 ms with 10,000 connections), so only when it is quiet, and at most once per growth. The first quiet window
+// after start collects once in any case: loading the code leaves garbage and committed pages behind.
 
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -89,6 +90,8 @@ export class IdleMemoryReducer {
   private peak: number;
   private windowAt = -1;
   private cpuAt = 0;
+  /** The first quiet window after start collects whatever the heap holds: start-up leaves garbage behind. */
+  private started = false;
   private readonly options: ReducerOptions;
   private readonly probes: ReducerProbes;
 
@@ -121,7 +124,9 @@ export class IdleMemoryReducer {
     this.windowAt = now;
     this.cpuAt = cpu;
     if (busy > QUIET_CPU_SHARE) return false;
-    if (this.peak - this.baseline < Math.max(growthBytes, this.baseline * GROWTH_SHARE)) return false;
+    const grown = this.peak - this.baseline >= Math.max(growthBytes, this.baseline * GROWTH_SHARE);
+    if (this.started && !grown) return false;
+    this.started = true;
     const t0 = performance.now();
     collect();
     const after = this.probes.committed();
