@@ -117,8 +117,8 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
     expect([p.runs, r.releasedBytes]).toEqual([1, 2 * MB]);
   });
 
-  it('defaults: 250 ms of quiet after 8 MB of growth', () => {
-    expect([SCHEMA.PServer.IDLE_GC_MS.def, SCHEMA.PServer.IDLE_GC_MB.def]).toEqual([250, 8]);
+  it('defaults: 250 ms of quiet after 4 MB of growth', () => {
+    expect([SCHEMA.PServer.IDLE_GC_MS.def, SCHEMA.PServer.IDLE_GC_MB.def]).toEqual([250, 4]);
   });
 
   it('IDLE_GC_MS = 0 never collects', () => {

@@ -3,10 +3,10 @@
 // V8 grows a thread's heap for a burst (a reconnect storm, a minute of heavy traffic): the young generation to its
 // cap, old-space pages for what survives, and it keeps those pages committed, in its own pool, for the next burst.
 // In a browser V8's memory reducer returns them when the page goes idle; in Node nothing starts it, so an idle server
-// keeps the memory of its busiest minute (10,000 registrations left about 1.4 KB per connection of committed heap
-// beyond the connections themselves: docs/performance.md). This class watches for the end of a burst (the thread's
-// own CPU time low for `quietMs`, after its heap grew by `growthBytes`, and by a quarter, since the last collection) and
-// then runs one memory-reducing collection (`gc` with the last-resort flavour: full collections until nothing more
+// keeps the memory of its busiest minute (10,000 registrations left 0.3–0.7 KB per connection committed beyond the
+// connections themselves, start-up 25–35 MB in the process: docs/performance.md). This class watches for the end of
+// a burst (the thread's own CPU time low for `quietMs`, after its heap grew by `growthBytes`, and by a quarter, since
+// the last collection) and then runs one memory-reducing collection (`gc` with the last-resort flavour: full collections until nothing more
 // is freed, the new space shrunk, pooled pages released). That pauses the thread for tens of milliseconds (about
 // 70 ms with 10,000 connections), so only when it is quiet, and at most once per growth. The first quiet window
 // after start collects once in any case: loading the code leaves garbage and committed pages behind.
@@ -81,6 +81,9 @@ export class IdleMemoryReducer {
   collections = 0;
   collectMs = 0;
   releasedBytes = 0;
+  /** The last collection's milliseconds and released bytes. */
+  lastMs = 0;
+  lastReleasedBytes = 0;
   /** Committed heap after the last collection (or at start): growth counts from here. */
   private baseline: number;
   /**
@@ -131,12 +134,23 @@ export class IdleMemoryReducer {
     collect();
     const after = this.probes.committed();
     this.collections++;
-    this.collectMs += performance.now() - t0;
-    if (this.peak > after) this.releasedBytes += this.peak - after;
+    this.lastMs = performance.now() - t0;
+    this.collectMs += this.lastMs;
+    this.lastReleasedBytes = Math.max(0, this.peak - after);
+    this.releasedBytes += this.lastReleasedBytes;
     this.baseline = after;
     this.peak = after;
     // The collection's own CPU time is not the thread being busy: the next window starts at the next tick.
     this.windowAt = -1;
     return true;
   }
+}
+
+/** The debug line of a collection (never per message: at most once per burst). */
+export function collectionLog(r: IdleMemoryReducer): { ms: number; releasedMB: number; collections: number } {
+  return {
+    ms: Math.round(r.lastMs),
+    releasedMB: Math.round(r.lastReleasedBytes / 1048576),
+    collections: r.collections,
+  };
 }

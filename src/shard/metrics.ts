@@ -4,6 +4,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { TARGET } from '../protocol/parser.ts';
+import { collectionLog, type IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 
 export const TARGET_NAMES: readonly string[] = (() => {
   const names: string[] = [];
@@ -43,13 +44,11 @@ export class ShardMetrics {
   }
 
   /** A collection of the idle memory reducer just ran: its totals, and one debug line. */
-  noteIdleCollection(r: { collections: number; collectMs: number; releasedBytes: number }, log: Logger): void {
-    const ms = r.collectMs - this.idleCollectMs;
-    const released = r.releasedBytes - this.idleReleasedBytes;
+  noteIdleCollection(r: IdleMemoryReducer, log: Logger): void {
     this.idleCollections = r.collections;
     this.idleCollectMs = r.collectMs;
     this.idleReleasedBytes = r.releasedBytes;
-    log.debug({ ms: Math.round(ms), releasedMB: Math.round(released / 1048576) }, 'idle heap collected');
+    log.debug(collectionLog(r), 'idle heap collected');
   }
 
   fail(code: string): void {

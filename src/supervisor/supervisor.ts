@@ -14,7 +14,7 @@ import { clearAllFlags, newStatusTable, shardOf } from '../routing/handle.ts';
 import { Topology, TopologyFailure } from '../routing/topology.ts';
 import { ADDRESS_TABLE_INTS } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
-import { IdleMemoryReducer } from '../runtime/memory-reducer.ts';
+import { collectionLog, IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 import { COUNTER_OPEN, OP, type PortMessage, type ShardInit } from '../runtime/messages.ts';
 import type { Outbox } from '../services/outbox.ts';
 import type { AccountRecord, HoldRequest, Store } from '../store/store.ts';
@@ -164,7 +164,7 @@ export class Supervisor {
       const reducer = new IdleMemoryReducer({ quietMs: pserver.IDLE_GC_MS, growthBytes: pserver.IDLE_GC_MB * 1048576 });
       this.reducer = reducer;
       this.reducerTimer = setInterval(() => {
-        if (reducer.tick(Date.now())) this.log.debug({ collections: reducer.collections }, 'idle heap collected');
+        if (reducer.tick(Date.now())) this.log.debug(collectionLog(reducer), 'idle heap collected');
       }, IDLE_TICK_MS);
       this.reducerTimer.unref();
     }
