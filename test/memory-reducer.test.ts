@@ -21,13 +21,12 @@ function fake(committed: number): ReducerProbes & { heap: number; cpu: number; r
 
 const MB = 1048576;
 
-/** A reducer past its start-up collection (the first quiet window after start collects once in any case). */
+/** A reducer that has run its start-up collection (collectNow), as the server's threads do. */
 function started(p: ReturnType<typeof fake>, quietMs: number, growthBytes: number): IdleMemoryReducer {
   const r = new IdleMemoryReducer({ quietMs, growthBytes }, p);
   const after = p.after;
   p.after = p.heap;
-  r.tick(0);
-  expect(r.tick(quietMs)).toBe(true);
+  expect(r.collectNow()).toBe(true);
   p.after = after;
   p.runs = 0;
   return r;
@@ -105,16 +104,16 @@ describe('IdleMemoryReducer (PServer.IDLE_GC_MS, PServer.IDLE_GC_MB)', () => {
     expect(r.releasedBytes).toBe(21 * MB);
   });
 
-  it('collects once at the first quiet window after start, then only after growth', () => {
-    const p = fake(6 * MB);
+  it('collectNow collects whatever the heap holds; later only growth does', () => {
+    const p = fake(30 * MB);
     const r = new IdleMemoryReducer({ quietMs: 100, growthBytes: 8 * MB }, p);
-    r.tick(0);
-    p.cpu += 50; // start-up still busy
-    expect(r.tick(100)).toBe(false);
-    p.after = 4 * MB;
-    expect(r.tick(200)).toBe(true);
-    for (let t = 300; t < 3000; t += 100) expect(r.tick(t)).toBe(false);
-    expect([p.runs, r.releasedBytes]).toEqual([1, 2 * MB]);
+    // Quiet, but no growth since construction: the ticks alone never collect.
+    for (let t = 0; t < 1000; t += 100) expect(r.tick(t)).toBe(false);
+    p.after = 12 * MB;
+    expect(r.collectNow()).toBe(true);
+    expect([p.runs, r.collections, r.lastReleasedBytes]).toEqual([1, 1, 18 * MB]);
+    for (let t = 1000; t < 3000; t += 100) expect(r.tick(t)).toBe(false);
+    expect(p.runs).toBe(1);
   });
 
   it('defaults: 250 ms of quiet after 4 MB of growth', () => {

@@ -54,7 +54,7 @@ export const SCHEMA = {
       def: 250,
       min: 0,
       max: 60000,
-      doc: 'after a thread (a shard, the supervisor) has been quiet this long (under 5 % of a core) and its heap grew by IDLE_GC_MB since its last such collection, it runs one memory-reducing collection that gives the heap a burst left committed back to the system; also once after start (a pause of tens of ms, only when quiet; 0 = never)',
+      doc: 'after a thread (a shard, the supervisor) has been quiet this long (under 5 % of a core) and its heap grew by IDLE_GC_MB since its last such collection, it runs one memory-reducing collection that gives the heap a burst left committed back to the system (a pause of tens of ms, only when quiet; 0 = never)',
     },
     IDLE_GC_MB: {
       type: 'int',

@@ -8,8 +8,9 @@
 // a burst (the thread's own CPU time low for `quietMs`, after its heap grew by `growthBytes`, and by a quarter, since
 // the last collection) and then runs one memory-reducing collection (`gc` with the last-resort flavour: full collections until nothing more
 // is freed, the new space shrunk, pooled pages released). That pauses the thread for tens of milliseconds (about
-// 70 ms with 10,000 connections), so only when it is quiet, and at most once per growth. The first quiet window
-// after start collects once in any case: loading the code leaves garbage and committed pages behind.
+// 70 ms with 10,000 connections), so only when it is quiet, and at most once per growth. Not at start: a collection
+// right after start-up shrank the young generation below what the first traffic needs, and V8's worker threads then
+// kept collecting (3-5 µs more per round trip in `bench/peers/rtt.ts`); after a burst that did not show.
 
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -93,8 +94,6 @@ export class IdleMemoryReducer {
   private peak: number;
   private windowAt = -1;
   private cpuAt = 0;
-  /** The first quiet window after start collects whatever the heap holds: start-up leaves garbage behind. */
-  private started = false;
   private readonly options: ReducerOptions;
   private readonly probes: ReducerProbes;
 
@@ -127,9 +126,19 @@ export class IdleMemoryReducer {
     this.windowAt = now;
     this.cpuAt = cpu;
     if (busy > QUIET_CPU_SHARE) return false;
-    const grown = this.peak - this.baseline >= Math.max(growthBytes, this.baseline * GROWTH_SHARE);
-    if (this.started && !grown) return false;
-    this.started = true;
+    if (this.peak - this.baseline < Math.max(growthBytes, this.baseline * GROWTH_SHARE)) return false;
+    this.collectNow();
+    // The collection's own CPU time is not the thread being busy: the next window starts at the next tick.
+    this.windowAt = -1;
+    return true;
+  }
+
+  /** Collects now, whatever the heap holds (tick calls it), and counts it. False when this Node cannot. */
+  collectNow(): boolean {
+    const collect = this.probes.collect;
+    if (collect === null) return false;
+    const committed = this.probes.committed();
+    if (committed > this.peak) this.peak = committed;
     const t0 = performance.now();
     collect();
     const after = this.probes.committed();
@@ -140,8 +149,6 @@ export class IdleMemoryReducer {
     this.releasedBytes += this.lastReleasedBytes;
     this.baseline = after;
     this.peak = after;
-    // The collection's own CPU time is not the thread being busy: the next window starts at the next tick.
-    this.windowAt = -1;
     return true;
   }
 }
