@@ -480,7 +480,7 @@ export function pushRun(shard: ShardActor, conn: Connection, s: string, pos: num
   const count = rewriteRun(shard, s, pos, joined, plen, re, peer !== null ? room : NO_BOUND);
   const p = runEnd;
   const w = runOut;
-  const buf = joined ? shard.joined : shard.input!;
+  const buf = runBytes;
   if (count === 0) return pos;
   const metrics = shard.metrics;
   metrics.pushes[TARGET.RID]! += count;
@@ -529,10 +529,11 @@ function joinedBytes(shard: ShardActor, s: string, pos: number): number {
   return end;
 }
 /**
- * Set by rewriteRun: the position in s after the last line taken, and the position after their rewritten output in
- * the bytes it wrote (the read, or shard.joined for other text).
+ * Set by rewriteRun: the position in s after the last line taken, the bytes it wrote the delivered lines into (the
+ * read, or shard.joined for other text), and the position after them there.
  */
 let runEnd = 0;
+let runBytes: Buffer = Buffer.alloc(0);
 let runOut = 0;
 
 /**
@@ -541,7 +542,7 @@ let runOut = 0;
  * is shorter than the line it comes from, so nothing is overwritten before it has been copied. `room` is the least
  * any local receiver can still take (NO_BOUND for none): a line that would find one full ends the run, and the
  * general path answers it. Text other than the read (`joined`) is rewritten in shard.joined (see joinedBytes), as far
- * as it was copied there. Returns the lines taken (runEnd and runOut say where they end).
+ * as it was copied there. Returns the lines taken (runEnd, runBytes and runOut say where they are).
  */
 function rewriteRun(
   shard: ShardActor,
@@ -578,6 +579,7 @@ function rewriteRun(
     re.lastIndex = p;
   } while (re.test(s));
   runEnd = p;
+  runBytes = buf;
   runOut = w;
   return count;
 }
@@ -661,7 +663,7 @@ function groupRun(shard: ShardActor, conn: Connection, route: Route, s: string, 
   }
   const p = runEnd;
   const w = runOut;
-  const buf = joined ? shard.joined : shard.input!;
+  const buf = runBytes;
   const metrics = shard.metrics;
   metrics.pushes[target]! += count;
   metrics.delivered[target]! += delivered * count;
