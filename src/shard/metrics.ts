@@ -2,9 +2,8 @@
 // supervisor when it scrapes. Never per-message logging, never a per-message allocation.
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { Logger } from 'pino';
 import { TARGET } from '../protocol/parser.ts';
-import { collectionLog, type IdleMemoryReducer } from '../runtime/memory-reducer.ts';
+import type { IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 
 export const TARGET_NAMES: readonly string[] = (() => {
   const names: string[] = [];
@@ -33,22 +32,12 @@ export class ShardMetrics {
   /** Cluster mode: RAW links opened to a device on another node, and accepted from another node. */
   rawNodeOut = 0;
   rawNodeIn = 0;
-  /** Idle memory-reducing collections (runtime/memory-reducer.ts), their time and the heap they gave back. */
-  idleCollections = 0;
-  idleCollectMs = 0;
-  idleReleasedBytes = 0;
+  /** The shard's idle memory reducer, whose collections are reported here (null: PServer.IDLE_GC_MS = 0). */
+  reducer: IdleMemoryReducer | null = null;
   private readonly lag = monitorEventLoopDelay({ resolution: 20 });
 
   constructor() {
     this.lag.enable();
-  }
-
-  /** A collection of the idle memory reducer just ran: its totals, and one debug line. */
-  noteIdleCollection(r: IdleMemoryReducer, log: Logger): void {
-    this.idleCollections = r.collections;
-    this.idleCollectMs = r.collectMs;
-    this.idleReleasedBytes = r.releasedBytes;
-    log.debug(collectionLog(r), 'idle heap collected');
   }
 
   fail(code: string): void {
@@ -57,6 +46,7 @@ export class ShardMetrics {
 
   /** Flat snapshot for the METRICS_RESULT op: [name, value, ...] with labelled names as `name|label`. */
   snapshot(connections: number): (string | number)[] {
+    const reducer = this.reducer;
     const out: (string | number)[] = [
       'connections',
       connections,
@@ -85,11 +75,11 @@ export class ShardMetrics {
       'raw_node_in',
       this.rawNodeIn,
       'idle_collections',
-      this.idleCollections,
+      reducer?.collections ?? 0,
       'idle_collect_seconds',
-      this.idleCollectMs / 1000,
+      (reducer?.collectMs ?? 0) / 1000,
       'idle_released_bytes',
-      this.idleReleasedBytes,
+      reducer?.releasedBytes ?? 0,
       'event_loop_lag_p99',
       this.lag.percentile(99) / 1e9,
     ];

@@ -47,7 +47,7 @@ import {
 } from '../routing/handle.ts';
 import { AddressCounters } from '../runtime/address-table.ts';
 import { PortLink } from '../runtime/link.ts';
-import { IdleMemoryReducer } from '../runtime/memory-reducer.ts';
+import { collectionLog, IdleMemoryReducer } from '../runtime/memory-reducer.ts';
 import {
   COUNTER_IN_MINUTE,
   COUNTER_MINUTE,
@@ -256,6 +256,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
     const pserver = this.config.PServer;
     if (pserver.IDLE_GC_MS > 0) {
       this.reducer = new IdleMemoryReducer({ quietMs: pserver.IDLE_GC_MS, growthBytes: pserver.IDLE_GC_MB * 1048576 });
+      this.metrics.reducer = this.reducer;
     }
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs / this.sweepSlices);
     this.control.ops.push(OP.READY, this.index);
@@ -1391,7 +1392,7 @@ export class ShardActor implements LineSink<Connection>, OwnerHost {
   private sweep(): void {
     const now = Date.now();
     const reducer = this.reducer;
-    if (reducer?.tick(now)) this.metrics.noteIdleCollection(reducer, this.log);
+    if (reducer?.tick(now)) this.log.debug(collectionLog(reducer), 'idle heap collected');
     const tick = this.tickMs;
     const conns = this.conns;
     let from = this.sweepNext;
