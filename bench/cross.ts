@@ -24,12 +24,10 @@ export interface CrossRun {
   threads: string;
 }
 
-/** Registered senders and their receivers on a server, used for every burst (no connection set-up between them). */
+/** Registered senders, each with its receiver, on a server, used for every burst (no connection set-up between them). */
 interface Pairs {
   server: Server;
-  senders: Socket[];
-  receivers: Socket[];
-  lines: string[];
+  devices: { sender: Socket; receiver: Socket; line: string }[];
 }
 
 /** How devices are placed on the two-worker server: see CrossOptions. */
@@ -43,24 +41,22 @@ async function device(s: Server, workers: number, prefix: string, shard: number)
 }
 
 async function openPairs(s: Server, workers: number, placement: Placement, count: number): Promise<Pairs> {
-  const p: Pairs = { server: s, senders: [], receivers: [], lines: [] };
+  const p: Pairs = { server: s, devices: [] };
   const spread = placement === 'spread';
   for (let i = 0; i < count; i++) {
     const [receiver, rid] = await device(s, workers, `R${i}X`, spread ? -1 : placement === 'across' ? 1 : 0);
     const [sender] = await device(s, workers, `S${i}X`, spread ? -1 : 0);
-    p.senders.push(sender);
-    p.receivers.push(receiver);
-    p.lines.push(`TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n`);
+    p.devices.push({ sender, receiver, line: `TCP:PUSH:${s.key}:RID:${rid}:${PAYLOAD}\r\n` });
   }
   return p;
 }
 
 async function burst(p: Pairs, n: number): Promise<CrossRun> {
   const pid = p.server.child.pid!;
-  const k = p.senders.length;
+  const k = p.devices.length;
   const t0 = threadCpuMicros(pid);
   const runs = await Promise.all(
-    p.senders.map((sender, i) => pipeline(sender, [p.receivers[i]!], p.lines[i]!, Math.floor(n / k), 1, 16384 / k)),
+    p.devices.map((d) => pipeline(d.sender, [d.receiver], d.line, Math.floor(n / k), 1, 16384 / k)),
   );
   const t1 = threadCpuMicros(pid);
   const r = { deliveries: 0, perSecond: 0 };
